@@ -1,0 +1,1 @@
+"""Composition: settings, runtime (lifespan), ASGI app, auth, CLI. Nothing imports app."""

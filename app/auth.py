@@ -1,0 +1,96 @@
+"""Passwords (argon2id) and access tokens (HS256 JWTs signed with SECRET_KEY)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+TOKEN_ALGORITHM = "HS256"  # noqa: S105 - an algorithm name, not a secret
+TOKEN_ISSUER = "commitcast"  # noqa: S105 - the iss claim, not a secret
+
+
+class TokenError(Exception):
+    """The token cannot be used; the message says why, in words fit for a client."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    user_id: int
+    token_id: str
+    expires_at: int
+
+
+class Authenticator:
+    """The app's implementation of schema.Auth.
+
+    Hashing runs in a worker thread: argon2 is deliberately slow (tens of ms) and
+    must not stall the event loop that serves every socket.
+    """
+
+    def __init__(self, secret_key: str, token_ttl_seconds: int) -> None:
+        self._secret_key = secret_key
+        self._token_ttl = token_ttl_seconds
+        # argon2-cffi's defaults (RFC 9106 low-memory profile: argon2id, t=3, m=64 MiB, p=4).
+        self._hasher = PasswordHasher()
+        self._dummy_hash: str | None = None
+
+    async def hash_password(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def verify_password(self, password_hash: str | None, password: str) -> bool:
+        return await asyncio.to_thread(self._verify, password_hash, password)
+
+    def _verify(self, password_hash: str | None, password: str) -> bool:
+        # For an unknown email, verify against a throwaway hash so that both failures
+        # cost the same. It is made on first use (not at start: it takes ~0.1 s).
+        if self._dummy_hash is None:
+            self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        try:
+            self._hasher.verify(password_hash or self._dummy_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+        return password_hash is not None
+
+    def issue_token(self, user_id: int) -> str:
+        now = int(time.time())
+        claims = {
+            "sub": str(user_id),
+            "iat": now,
+            "exp": now + self._token_ttl,
+            "iss": TOKEN_ISSUER,
+            "jti": secrets.token_urlsafe(12),
+        }
+        return jwt.encode(claims, self._secret_key, algorithm=TOKEN_ALGORITHM)
+
+    def read_token(self, token: str) -> TokenClaims:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret_key,
+                algorithms=[TOKEN_ALGORITHM],
+                issuer=TOKEN_ISSUER,
+                options={"require": ["sub", "exp", "iat", "iss", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("The access token has expired; log in again.") from None
+        except jwt.InvalidTokenError:
+            raise TokenError("The access token is invalid.") from None
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject.isdigit():
+            raise TokenError("The access token is invalid.")
+        return TokenClaims(int(subject), str(claims["jti"]), int(claims["exp"]))
+
+    def read_authorization(self, header: str | None) -> TokenClaims | None:
+        """Parse an `Authorization` value; None when absent, TokenError when unusable."""
+        if header is None or not header.strip():
+            return None
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise TokenError("Send the token as 'Authorization: Bearer <token>'.")
+        return self.read_token(token.strip())

@@ -1,0 +1,66 @@
+"""`python -m app`: run the server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from app.asgi import GRAPHQL_PATH, create_app
+from app.settings import ENVIRONMENT_VARIABLES, Settings, SettingsError
+
+
+def _epilog() -> str:
+    width = max(len(name) for name, _, _ in ENVIRONMENT_VARIABLES)
+    lines = ["environment variables (read once at start):"]
+    for name, default, meaning in ENVIRONMENT_VARIABLES:
+        lines.append(f"  {name:<{width}}  {meaning}")
+        lines.append(f"  {'':<{width}}  default: {default}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m app",
+        description="Commitcast: a GraphQL API whose clients receive every committed "
+        "change they may see. Migrates the database, then serves GraphQL (HTTP and "
+        f"WebSocket) and GraphiQL at {GRAPHQL_PATH}, /healthz and /readyz.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log verbosity (default: %(default)s)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"commitcast: configuration error: {exc}", file=sys.stderr)
+        return 2
+    shown_host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1", "::") else args.host  # noqa: S104
+    print(f"Commitcast GraphiQL: http://{shown_host}:{args.port}{GRAPHQL_PATH}", flush=True)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        ws_per_message_deflate=False,
+    )
+    return 0

@@ -1,0 +1,64 @@
+"""What the lifespan owns: engine, sessionmakers, broker, authenticator."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.auth import Authenticator
+from app.settings import Settings
+from models.database import create_engine, create_sessionmakers, is_sqlite
+from models.migrate import upgrade
+from subscriptions.broker import Broker, broker_from_url
+
+logger = logging.getLogger("commitcast")
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    read_sessions: async_sessionmaker[AsyncSession]
+    write_sessions: async_sessionmaker[AsyncSession]
+    broker: Broker
+    authenticator: Authenticator
+
+
+def _ensure_sqlite_directory(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    if settings.uses_development_secret:
+        logger.warning(
+            "SECRET_KEY is not set: using the public development key. Anyone can forge "
+            "tokens for this server. Set SECRET_KEY before exposing it to anyone."
+        )
+    if is_sqlite(settings.database_url):
+        _ensure_sqlite_directory(settings.database_url)
+    engine = create_engine(settings.database_url)
+    broker = broker_from_url(settings.broker_url)
+    try:
+        await upgrade(engine)
+        await broker.connect()
+        read_sessions, write_sessions = create_sessionmakers(engine)
+        yield Runtime(
+            settings=settings,
+            engine=engine,
+            read_sessions=read_sessions,
+            write_sessions=write_sessions,
+            broker=broker,
+            authenticator=Authenticator(settings.secret_key, settings.token_ttl_seconds),
+        )
+    finally:
+        await broker.disconnect()
+        await engine.dispose()

@@ -1,0 +1,122 @@
+"""Configuration, read from the environment once into one typed object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from subscriptions.broker import BrokerURLError, check_broker_url
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./commitcast.db"
+DEFAULT_BROKER_URL = "memory://"
+# Public on purpose: anyone can forge tokens signed with it. Development only.
+DEVELOPMENT_SECRET_KEY = "commitcast-development-secret-do-not-use-in-production"  # noqa: S105
+DEFAULT_TOKEN_TTL_SECONDS = 7 * 24 * 3600
+MIN_SECRET_KEY_LENGTH = 32
+
+Environment = Literal["development", "production"]
+
+
+class SettingsError(ValueError):
+    """The environment holds a value the service cannot run with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = DEFAULT_BROKER_URL
+    secret_key: str = field(default=DEVELOPMENT_SECRET_KEY, repr=False)
+    allowed_origins: tuple[str, ...] = ()
+    token_ttl_seconds: int = DEFAULT_TOKEN_TTL_SECONDS
+    environment: Environment = "development"
+
+    @property
+    def uses_development_secret(self) -> bool:
+        return self.secret_key == DEVELOPMENT_SECRET_KEY
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+    def __post_init__(self) -> None:
+        try:
+            check_broker_url(self.broker_url)
+        except BrokerURLError as exc:
+            raise SettingsError(str(exc)) from None
+        if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise SettingsError(
+                f"DATABASE_URL {self.database_url!r}: use sqlite+aiosqlite:///path.db "
+                "or postgresql+asyncpg://user@host/db"
+            )
+        if self.token_ttl_seconds <= 0:
+            raise SettingsError("TOKEN_TTL must be a positive number of seconds")
+        if self.production and self.uses_development_secret:
+            raise SettingsError(
+                "COMMITCAST_ENV=production refuses the development SECRET_KEY: "
+                "set SECRET_KEY to a random string of at least "
+                f"{MIN_SECRET_KEY_LENGTH} characters"
+            )
+        if self.production and len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
+            raise SettingsError(
+                f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters in production"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        environment = env.get("COMMITCAST_ENV", "development").strip().lower() or "development"
+        if environment not in ("development", "production"):
+            raise SettingsError(
+                f"COMMITCAST_ENV {environment!r}: use 'development' or 'production'"
+            )
+        return cls(
+            database_url=env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
+            broker_url=env.get("BROKER_URL", "").strip() or DEFAULT_BROKER_URL,
+            secret_key=env.get("SECRET_KEY", "") or DEVELOPMENT_SECRET_KEY,
+            allowed_origins=_parse_origins(env.get("ALLOWED_ORIGINS", "")),
+            token_ttl_seconds=_parse_ttl(env.get("TOKEN_TTL", "")),
+            environment="production" if environment == "production" else "development",
+        )
+
+
+def _parse_origins(raw: str) -> tuple[str, ...]:
+    return tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+
+
+def _parse_ttl(raw: str) -> int:
+    raw = raw.strip()
+    if not raw:
+        return DEFAULT_TOKEN_TTL_SECONDS
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"TOKEN_TTL {raw!r}: a whole number of seconds, such as 3600") from None
+
+
+# Documented once, used by `--help` and checked against the README by a test.
+ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
+    (
+        "DATABASE_URL",
+        DEFAULT_DATABASE_URL,
+        "SQLAlchemy async URL: sqlite+aiosqlite:///file.db or postgresql+asyncpg://user@host/db",
+    ),
+    (
+        "BROKER_URL",
+        DEFAULT_BROKER_URL,
+        "memory:// (one process) or redis://host:6379/0 (several processes)",
+    ),
+    (
+        "SECRET_KEY",
+        "(development key)",
+        "signs access tokens; the default is public and refused in production",
+    ),
+    (
+        "ALLOWED_ORIGINS",
+        "(none)",
+        "comma-separated browser origins allowed to open WebSockets, besides same-origin",
+    ),
+    ("TOKEN_TTL", str(DEFAULT_TOKEN_TTL_SECONDS), "access token lifetime in seconds"),
+    ("COMMITCAST_ENV", "development", "development or production"),
+)

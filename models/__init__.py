@@ -1,0 +1,8 @@
+"""SQLAlchemy models and database plumbing. Imports nothing from GraphQL."""
+
+from models.base import Base, Record, utcnow
+from models.board import Board, Membership, Role
+from models.card import Card, Comment
+from models.user import User
+
+__all__ = ["Base", "Board", "Card", "Comment", "Membership", "Record", "Role", "User", "utcnow"]

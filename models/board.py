@@ -1,0 +1,48 @@
+"""Boards and who belongs to them."""
+
+from __future__ import annotations
+
+import enum
+
+from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, Record
+from models.card import Card
+
+
+class Role(enum.StrEnum):
+    OWNER = "OWNER"
+    EDITOR = "EDITOR"
+    VIEWER = "VIEWER"
+
+
+class Board(Record, Base):
+    __tablename__ = "boards"
+
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), nullable=False, index=True)
+
+    # ORM cascades (not only ON DELETE CASCADE) so that deleting a board goes through
+    # the unit of work and every deleted child is seen by flush events.
+    memberships: Mapped[list[Membership]] = relationship(
+        cascade="all, delete-orphan", lazy="raise", back_populates="board"
+    )
+    cards: Mapped[list[Card]] = relationship(cascade="all, delete-orphan", lazy="raise")
+
+
+class Membership(Record, Base):
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("board_id", "user_id", name="uq_memberships_board_user"),)
+
+    board_id: Mapped[int] = mapped_column(
+        ForeignKey("boards.id", ondelete="CASCADE"), nullable=False
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    role: Mapped[Role] = mapped_column(
+        Enum(Role, native_enum=False, length=16, create_constraint=True, name="role"),
+        nullable=False,
+    )
+    board: Mapped[Board] = relationship(lazy="raise", back_populates="memberships")

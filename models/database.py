@@ -1,0 +1,71 @@
+"""Engine and session factories (created by the app's lifespan, never at import time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+# Execution option that asks SQLite for BEGIN IMMEDIATE: a write transaction takes the
+# write lock up front and waits for it (busy timeout) instead of failing with
+# "database is locked" when it upgrades from a read lock half-way through.
+SQLITE_IMMEDIATE = "commitcast_sqlite_immediate"
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    if is_sqlite(url):
+        engine = create_async_engine(
+            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, emit BEGIN: pysqlite's own
+        # transaction handling breaks SAVEPOINT and delays BEGIN unpredictably.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get(SQLITE_IMMEDIATE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_sessionmakers(
+    engine: AsyncEngine,
+) -> tuple[async_sessionmaker[AsyncSession], async_sessionmaker[AsyncSession]]:
+    """Return (read sessions, write sessions).
+
+    Write sessions differ only on SQLite, where they begin IMMEDIATE. Objects stay
+    usable after commit (expire_on_commit=False) because resolvers build the response
+    from them after the transaction has ended.
+    """
+    read = async_sessionmaker(engine, expire_on_commit=False)
+    write = async_sessionmaker(
+        engine.execution_options(**{SQLITE_IMMEDIATE: True}), expire_on_commit=False
+    )
+    return read, write

@@ -1,0 +1,37 @@
+"""The GraphQL schema. Imports models and subscriptions, never app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.types import ExecutionContext
+
+from schema.context import Auth, Context
+from schema.extensions import CloseSession, ErrorCodes
+from schema.mutations import Mutation
+from schema.queries import Query
+from schema.types import Board, Card, Comment, Membership, User
+
+
+class CommitcastSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # ErrorCodes already logged what deserves a log line (unexpected exceptions,
+        # with traceback); a client's BAD_USER_INPUT is not an operator's problem.
+        return None
+
+
+def build_schema(**kwargs: Any) -> strawberry.Schema:
+    return CommitcastSchema(
+        query=Query,
+        mutation=Mutation,
+        types=[User, Board, Membership, Card, Comment],
+        extensions=[ErrorCodes, CloseSession],
+        **kwargs,
+    )
+
+
+__all__ = ["Auth", "CommitcastSchema", "Context", "build_schema"]

@@ -1,0 +1,89 @@
+"""What every resolver gets as `info.context`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from strawberry.types import Info as StrawberryInfo
+
+from schema.errors import unauthenticated
+from schema.loaders import Loaders, scalars
+
+
+class Auth(Protocol):
+    """Implemented by the app: password hashing and token issuing."""
+
+    async def hash_password(self, password: str) -> str: ...
+
+    async def verify_password(self, password_hash: str | None, password: str) -> bool:
+        """Compare in constant work: a missing hash costs the same as a wrong one."""
+
+    def issue_token(self, user_id: int) -> str: ...
+
+
+@dataclass(eq=False)
+class Context:
+    read_sessions: async_sessionmaker[AsyncSession]
+    write_sessions: async_sessionmaker[AsyncSession]
+    auth: Auth
+    viewer_id: int | None = None
+    # Why the request has no viewer although it sent a token ("token expired", ...).
+    auth_problem: str | None = None
+    request: Any = None
+    response: Any = None
+    loaders: Loaders = field(init=False)
+    _session: AsyncSession | None = field(default=None, init=False)
+    # One AsyncSession runs one statement at a time, but strawberry resolves sibling
+    # fields concurrently: every read goes through this lock.
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.loaders = Loaders(self.run_query, self.viewer_id)
+
+    def require_viewer(self) -> int:
+        if self.viewer_id is None:
+            if self.auth_problem:
+                raise unauthenticated(self.auth_problem)
+            raise unauthenticated()
+        return self.viewer_id
+
+    def act_as(self, user_id: int) -> None:
+        """After signUp/logIn the rest of the operation runs as the new viewer."""
+        self.viewer_id = user_id
+        self.auth_problem = None
+        self.loaders = Loaders(self.run_query, user_id)
+
+    async def run_query(self, statement: Select[Any]) -> Sequence[Any]:
+        async with self._lock:
+            if self._session is None:
+                self._session = self.read_sessions()
+            return await scalars(self._session, statement)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A short write transaction in its own session, committed on exit.
+
+        Afterwards the read session starts a fresh transaction and the loaders start
+        empty, so the rest of the operation reads what was just committed.
+        """
+        async with self.write_sessions() as session, session.begin():
+            yield session
+        async with self._lock:
+            if self._session is not None and self._session.in_transaction():
+                await self._session.commit()
+        self.loaders = Loaders(self.run_query, self.viewer_id)
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+
+
+Info = StrawberryInfo[Context, None]

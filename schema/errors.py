@@ -1,0 +1,52 @@
+"""GraphQL errors with a machine-readable `extensions.code`.
+
+A record the viewer may not see raises NOT_FOUND exactly as a missing one does, so
+an error never tells a non-member that a board exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphql import GraphQLError
+
+UNAUTHENTICATED = "UNAUTHENTICATED"
+FORBIDDEN = "FORBIDDEN"
+NOT_FOUND = "NOT_FOUND"
+BAD_USER_INPUT = "BAD_USER_INPUT"
+CONFLICT = "CONFLICT"
+RATE_LIMITED = "RATE_LIMITED"
+INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+
+
+class CodedError(GraphQLError):
+    """An expected error: its message is safe to show and it carries a code."""
+
+    def __init__(self, code: str, message: str, **extensions: Any) -> None:
+        super().__init__(message, extensions={"code": code, **extensions})
+
+
+def unauthenticated(reason: str = "Sign in: send 'Authorization: Bearer <token>'.") -> CodedError:
+    return CodedError(UNAUTHENTICATED, reason)
+
+
+def forbidden(message: str) -> CodedError:
+    return CodedError(FORBIDDEN, message)
+
+
+def not_found(kind: str) -> CodedError:
+    return CodedError(NOT_FOUND, f"{kind} not found.")
+
+
+def bad_input(field: str, message: str) -> CodedError:
+    return CodedError(BAD_USER_INPUT, f"{field}: {message}", field=field)
+
+
+def conflict(kind: str, current_version: int) -> CodedError:
+    return CodedError(
+        CONFLICT,
+        f"{kind} was changed by someone else (now at version {current_version}); "
+        "reload it and try again.",
+        currentVersion=current_version,
+    )

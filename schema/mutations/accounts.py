@@ -1,0 +1,55 @@
+"""signUp and logIn."""
+
+from __future__ import annotations
+
+import strawberry
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+import models
+from schema import validation
+from schema.context import Info
+from schema.errors import CodedError, bad_input, unauthenticated
+from schema.inputs import LogInInput, SignUpInput
+from schema.types import AuthPayload, User
+
+INVALID_CREDENTIALS = "Invalid email or password."
+
+
+@strawberry.type
+class AccountMutations:
+    @strawberry.mutation
+    async def sign_up(self, info: Info, input: SignUpInput) -> AuthPayload:
+        ctx = info.context
+        email = validation.email("email", input.email)
+        name = validation.required_text("name", input.name, validation.USER_NAME_MAX)
+        password = validation.password("password", input.password)
+        password_hash = await ctx.auth.hash_password(password)
+        user = models.User(email=email, name=name, password_hash=password_hash)
+        try:
+            async with ctx.write() as session:
+                session.add(user)
+        except IntegrityError:
+            raise bad_input("email", "an account with this email already exists") from None
+        ctx.act_as(user.id)
+        return AuthPayload(token=ctx.auth.issue_token(user.id), user=User.from_model(user))
+
+    @strawberry.mutation
+    async def log_in(self, info: Info, input: LogInInput) -> AuthPayload:
+        ctx = info.context
+        # Malformed input gets the same answer as a wrong password: nothing here may
+        # tell a caller which addresses have accounts.
+        try:
+            email = validation.email("email", input.email)
+            validation.password("password", input.password)
+        except CodedError:
+            raise unauthenticated(INVALID_CREDENTIALS) from None
+        rows = await ctx.run_query(
+            select(models.User).where(func.lower(models.User.email) == email.lower())
+        )
+        user = rows[0] if rows else None
+        ok = await ctx.auth.verify_password(user.password_hash if user else None, input.password)
+        if user is None or not ok:
+            raise unauthenticated(INVALID_CREDENTIALS)
+        ctx.act_as(user.id)
+        return AuthPayload(token=ctx.auth.issue_token(user.id), user=User.from_model(user))

@@ -1,0 +1,49 @@
+"""Helpers shared by the mutation modules."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+
+from models import Record
+from schema.context import Context
+from schema.errors import conflict, not_found
+
+R = TypeVar("R", bound=Record)
+
+
+async def get_or_not_found(session: AsyncSession, model: type[R], pk: int, kind: str) -> R:
+    record = await session.get(model, pk)
+    if record is None:
+        raise not_found(kind)
+    return record
+
+
+def check_version(kind: str, record: Record, expected: int | None) -> None:
+    if expected is not None and expected != record.version:
+        raise conflict(kind, record.version)
+
+
+@asynccontextmanager
+async def write_record(
+    ctx: Context, model: type[Record], pk: int, kind: str
+) -> AsyncIterator[AsyncSession]:
+    """A write transaction on one record that turns a lost race into CONFLICT.
+
+    `expectedVersion` is checked against what the transaction read; if another writer
+    commits in between, the versioned UPDATE matches no row and SQLAlchemy raises
+    StaleDataError, which is the same conflict seen a moment later.
+    """
+    try:
+        async with ctx.write() as session:
+            yield session
+    except StaleDataError:
+        versions = await ctx.run_query(select(model.version).where(model.id == pk))
+        if not versions:
+            raise not_found(kind) from None
+        raise conflict(kind, versions[0]) from None

@@ -1,0 +1,121 @@
+"""Test helpers: a small GraphQL client and fast account creation."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from argon2 import PasswordHasher
+
+import models
+from app.runtime import Runtime
+from schema.ids import encode_id
+
+PASSWORD = "correct horse battery"
+
+
+@functools.cache
+def password_hash() -> str:
+    # Hashing costs ~0.1 s by design; tests make many accounts, so hash once.
+    return PasswordHasher().hash(PASSWORD)
+
+
+@dataclass(frozen=True)
+class Account:
+    pk: int
+    id: str
+    email: str
+    name: str
+    token: str
+
+
+class GraphQLError(AssertionError):
+    pass
+
+
+class GraphQLClient:
+    """POSTs GraphQL over HTTP to the app under test."""
+
+    def __init__(self, http: httpx.AsyncClient, runtime: Runtime) -> None:
+        self.http = http
+        self.runtime = runtime
+
+    async def execute(
+        self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
+    ) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = await self.http.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def data(
+        self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
+    ) -> dict[str, Any]:
+        """The `data` of a response that must have no errors."""
+        body = await self.execute(query, variables, token=token)
+        if body.get("errors"):
+            raise GraphQLError(f"unexpected errors: {body['errors']}")
+        data: dict[str, Any] = body["data"]
+        return data
+
+    async def error(
+        self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
+    ) -> dict[str, Any]:
+        """The single error of a response that must fail."""
+        body = await self.execute(query, variables, token=token)
+        errors = body.get("errors") or []
+        if len(errors) != 1:
+            raise GraphQLError(f"expected one error, got {body}")
+        error: dict[str, Any] = errors[0]
+        return error
+
+    async def account(self, name: str) -> Account:
+        """A user inserted directly (fast), with a real token."""
+        email = f"{name.lower()}@example.com"
+        async with self.runtime.write_sessions() as session, session.begin():
+            user = models.User(email=email, name=name, password_hash=password_hash())
+            session.add(user)
+        token = self.runtime.authenticator.issue_token(user.id)
+        return Account(user.id, encode_id("User", user.id), email, name, token)
+
+    async def board(self, owner: Account, name: str = "Roadmap") -> str:
+        data = await self.data(
+            "mutation($n: String!) { createBoard(input: {name: $n}) { id } }",
+            {"n": name},
+            token=owner.token,
+        )
+        board_id: str = data["createBoard"]["id"]
+        return board_id
+
+    async def add_member(self, owner: Account, board_id: str, member: Account, role: str) -> str:
+        data = await self.data(
+            "mutation($b: ID!, $e: String!, $r: Role!) {"
+            " addMember(input: {boardId: $b, email: $e, role: $r}) { id } }",
+            {"b": board_id, "e": member.email, "r": role},
+            token=owner.token,
+        )
+        membership_id: str = data["addMember"]["id"]
+        return membership_id
+
+    async def card(self, author: Account, board_id: str, title: str = "Write docs") -> str:
+        data = await self.data(
+            "mutation($b: ID!, $t: String!) { createCard(input: {boardId: $b, title: $t}) { id } }",
+            {"b": board_id, "t": title},
+            token=author.token,
+        )
+        card_id: str = data["createCard"]["id"]
+        return card_id
+
+    async def comment(self, author: Account, card_id: str, body: str = "Looks good") -> str:
+        data = await self.data(
+            "mutation($c: ID!, $b: String!) { addComment(input: {cardId: $c, body: $b}) { id } }",
+            {"c": card_id, "b": body},
+            token=author.token,
+        )
+        comment_id: str = data["addComment"]["id"]
+        return comment_id
