@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from strawberry.http.websocket_origin import normalize_allowed_origins
+
 from subscriptions.broker import BrokerURLError, check_broker_url
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./commitcast.db"
@@ -50,6 +52,10 @@ class Settings:
                 f"DATABASE_URL {self.database_url!r}: use sqlite+aiosqlite:///path.db "
                 "or postgresql+asyncpg://user@host/db"
             )
+        try:
+            normalize_allowed_origins(self.allowed_origins)
+        except ValueError as exc:
+            raise SettingsError(f"ALLOWED_ORIGINS: {exc}") from None
         if self.token_ttl_seconds <= 0:
             raise SettingsError("TOKEN_TTL must be a positive number of seconds")
         if self.production and self.uses_development_secret:

@@ -1,0 +1,86 @@
+"""No N+1: a large board loads in a small, constant number of SQL statements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import models
+from schema.ids import decode_typed_id
+from tests.support import GraphQLClient
+
+BOARD_QUERY = """
+query($id: ID!) {
+  board(id: $id) {
+    name version owner { name email }
+    members { role user { name email } board { name } }
+    cards {
+      title description position done version
+      author { name } assignee { name }
+      board { id }
+      comments { body author { name } card { id } }
+    }
+  }
+}
+"""
+# board + viewer role, owner/users, memberships, cards, comments: loader batches,
+# not rows. The bound is independent of the number of cards and comments.
+MAX_STATEMENTS = 10
+
+
+@contextmanager
+def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_board_with_200_cards_and_1000_comments(api: GraphQLClient) -> None:
+    owner = await api.account("Owner")
+    members = [await api.account(f"Member{i}") for i in range(4)]
+    board_id = await api.board(owner)
+    for member in members:
+        await api.add_member(owner, board_id, member, "EDITOR")
+    board_pk = decode_typed_id(board_id, "Board", field="id")
+    async with api.runtime.write_sessions() as session, session.begin():
+        people = [owner, *members]
+        cards = [
+            models.Card(
+                board_id=board_pk,
+                title=f"Card {i}",
+                description="",
+                position=float(i),
+                done=False,
+                author_id=people[i % 5].pk,
+                assignee_id=people[(i + 1) % 5].pk,
+            )
+            for i in range(200)
+        ]
+        session.add_all(cards)
+        await session.flush()
+        session.add_all(
+            models.Comment(card_id=card.id, author_id=people[j % 5].pk, body=f"Comment {j}")
+            for card in cards
+            for j in range(5)
+        )
+
+    with count_statements(api.runtime.engine) as statements:
+        data = await api.data(BOARD_QUERY, {"id": board_id}, token=owner.token)
+
+    cards_out = data["board"]["cards"]
+    assert len(cards_out) == 200
+    assert sum(len(c["comments"]) for c in cards_out) == 1000
+    assert [c["title"] for c in cards_out[:3]] == ["Card 0", "Card 1", "Card 2"]
+    assert len(data["board"]["members"]) == 5
+    assert len(statements) <= MAX_STATEMENTS, "\n".join(statements)
