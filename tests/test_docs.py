@@ -25,7 +25,8 @@ def test_readme_configuration_table_lists_every_variable() -> None:
 def test_readme_commands_exist_and_are_executable() -> None:
     for command in ("scripts/serve", "scripts/test", ".ci/run"):
         path = ROOT / command
-        assert path.is_file() and os.access(path, os.X_OK), command
+        assert path.is_file(), command
+        assert os.access(path, os.X_OK), command
         if command.startswith("scripts/"):
             assert f"./{command}" in README
 
@@ -40,7 +41,7 @@ async def test_readme_tour_runs_as_written(api: GraphQLClient) -> None:
     board = (await api.data(create_board, token=token))["createBoard"]
     assert board["version"] == 1
 
-    card = (await api.data(create_card.replace("<board id>", board["id"]), token=token))
+    card = await api.data(create_card.replace("<board id>", board["id"]), token=token)
     assert card["createCard"]["title"] == "Write the announcement"
 
     read = await api.data(read_back.replace("<board id>", board["id"]), token=token)
