@@ -61,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        ws="websockets-sansio",
         ws_per_message_deflate=False,
     )
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth import Authenticator
 from app.settings import Settings
+from models import deployment_id
 from models.database import create_engine, create_sessionmakers, is_sqlite
 from models.migrate import upgrade
 from subscriptions.broker import Broker, broker_from_url
+from subscriptions.capture import SINK_KEY, CapturingSession
+from subscriptions.relay import Relay
 
 logger = logging.getLogger("commitcast")
 
@@ -27,6 +30,7 @@ class Runtime:
     read_sessions: async_sessionmaker[AsyncSession]
     write_sessions: async_sessionmaker[AsyncSession]
     broker: Broker
+    relay: Relay
     authenticator: Authenticator
 
 
@@ -45,20 +49,31 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         )
     if is_sqlite(settings.database_url):
         _ensure_sqlite_directory(settings.database_url)
-    engine = create_engine(settings.database_url)
-    broker = broker_from_url(settings.broker_url)
-    try:
+    async with AsyncExitStack() as stack:
+        engine = create_engine(settings.database_url)
+        stack.push_async_callback(engine.dispose)
         await upgrade(engine)
+        # Channels are namespaced by the deployment (one id per database), so that
+        # deployments sharing one Redis never receive each other's notices.
+        broker = broker_from_url(
+            settings.broker_url, namespace=f"commitcast:{await deployment_id(engine)}"
+        )
         await broker.connect()
-        read_sessions, write_sessions = create_sessionmakers(engine)
+        stack.push_async_callback(broker.disconnect)
+        relay = Relay(broker)
+        await relay.start()
+        stack.push_async_callback(relay.stop)
+        # Every session the app opens captures changes to Realtime models and hands
+        # them to the relay after the outermost commit.
+        read_sessions, write_sessions = create_sessionmakers(
+            engine, sync_session_class=CapturingSession, info={SINK_KEY: relay}
+        )
         yield Runtime(
             settings=settings,
             engine=engine,
             read_sessions=read_sessions,
             write_sessions=write_sessions,
             broker=broker,
+            relay=relay,
             authenticator=Authenticator(settings.secret_key, settings.token_ttl_seconds),
         )
-    finally:
-        await broker.disconnect()
-        await engine.dispose()

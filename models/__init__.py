@@ -3,6 +3,18 @@
 from models.base import Base, Record, utcnow
 from models.board import Board, Membership, Role
 from models.card import Card, Comment
+from models.deployment import deployment_id
 from models.user import User
 
-__all__ = ["Base", "Board", "Card", "Comment", "Membership", "Record", "Role", "User", "utcnow"]
+__all__ = [
+    "Base",
+    "Board",
+    "Card",
+    "Comment",
+    "Membership",
+    "Record",
+    "Role",
+    "User",
+    "deployment_id",
+    "utcnow",
+]

@@ -52,6 +52,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# A deleted record's global id must never name a new one (a late DELETED would evict
+# it from client caches); SQLite reuses the highest rowid unless told AUTOINCREMENT.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class Record:
     """Primary key, timestamps and an optimistic-concurrency version.
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import enum
 
 from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from models.base import Base, Record
+from models.base import NEVER_REUSE_IDS, Base, Record
 from models.card import Card
+from models.realtime import BoardAudience, Realtime, RecordKey
 
 
 class Role(enum.StrEnum):
@@ -17,8 +18,9 @@ class Role(enum.StrEnum):
     VIEWER = "VIEWER"
 
 
-class Board(Record, Base):
+class Board(Realtime, Record, Base):
     __tablename__ = "boards"
+    __table_args__ = NEVER_REUSE_IDS
 
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), nullable=False, index=True)
@@ -30,10 +32,16 @@ class Board(Record, Base):
     )
     cards: Mapped[list[Card]] = relationship(cascade="all, delete-orphan", lazy="raise")
 
+    def audience(self, session: Session) -> BoardAudience:
+        return BoardAudience(self.id)
 
-class Membership(Record, Base):
+
+class Membership(Realtime, Record, Base):
     __tablename__ = "memberships"
-    __table_args__ = (UniqueConstraint("board_id", "user_id", name="uq_memberships_board_user"),)
+    __table_args__ = (
+        UniqueConstraint("board_id", "user_id", name="uq_memberships_board_user"),
+        NEVER_REUSE_IDS,
+    )
 
     board_id: Mapped[int] = mapped_column(
         ForeignKey("boards.id", ondelete="CASCADE"), nullable=False
@@ -46,3 +54,11 @@ class Membership(Record, Base):
         nullable=False,
     )
     board: Mapped[Board] = relationship(lazy="raise", back_populates="memberships")
+
+    def audience(self, session: Session) -> BoardAudience:
+        # The member being removed is still in the audience: capture reads it before
+        # the membership row goes.
+        return BoardAudience(self.board_id)
+
+    def realtime_parents(self) -> tuple[RecordKey, ...]:
+        return (RecordKey("Board", self.board_id),)

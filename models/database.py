@@ -56,16 +56,16 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 
 def create_sessionmakers(
-    engine: AsyncEngine,
+    engine: AsyncEngine, **options: Any
 ) -> tuple[async_sessionmaker[AsyncSession], async_sessionmaker[AsyncSession]]:
-    """Return (read sessions, write sessions).
+    """Return (read sessions, write sessions); `options` go to both sessionmakers.
 
     Write sessions differ only on SQLite, where they begin IMMEDIATE. Objects stay
     usable after commit (expire_on_commit=False) because resolvers build the response
     from them after the transaction has ended.
     """
-    read = async_sessionmaker(engine, expire_on_commit=False)
+    read = async_sessionmaker(engine, expire_on_commit=False, **options)
     write = async_sessionmaker(
-        engine.execution_options(**{SQLITE_IMMEDIATE: True}), expire_on_commit=False
+        engine.execution_options(**{SQLITE_IMMEDIATE: True}), expire_on_commit=False, **options
     )
     return read, write

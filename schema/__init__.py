@@ -11,8 +11,9 @@ from strawberry.types import ExecutionContext
 from schema.context import Auth, Context
 from schema.extensions import CloseSession, ErrorCodes
 from schema.mutations import Mutation
+from schema.nodes import node_type, node_types
 from schema.queries import Query
-from schema.types import Board, Card, Comment, Membership, User
+from schema.subscription import Subscription
 
 
 class CommitcastSchema(strawberry.Schema):
@@ -28,10 +29,12 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
     return CommitcastSchema(
         query=Query,
         mutation=Mutation,
-        types=[User, Board, Membership, Card, Comment],
+        subscription=Subscription,
+        # Every registered Node type, so node(id:) and fragments can name it.
+        types=node_types(),
         extensions=[ErrorCodes, CloseSession],
         **kwargs,
     )
 
 
-__all__ = ["Auth", "CommitcastSchema", "Context", "build_schema"]
+__all__ = ["Auth", "CommitcastSchema", "Context", "build_schema", "node_type"]

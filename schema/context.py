@@ -14,6 +14,7 @@ from strawberry.types import Info as StrawberryInfo
 
 from schema.errors import unauthenticated
 from schema.loaders import Loaders, scalars
+from subscriptions.feed import UpdateFeed
 
 
 class Auth(Protocol):
@@ -37,6 +38,10 @@ class Context:
     auth_problem: str | None = None
     request: Any = None
     response: Any = None
+    # Where userUpdates reads from; None where the schema runs without real-time.
+    feed: UpdateFeed | None = None
+    # graphql-transport-ws / graphql-ws put the connection_init payload here.
+    connection_params: Any = None
     loaders: Loaders = field(init=False)
     _session: AsyncSession | None = field(default=None, init=False)
     # One AsyncSession runs one statement at a time, but strawberry resolves sibling
@@ -53,11 +58,20 @@ class Context:
             raise unauthenticated()
         return self.viewer_id
 
-    def act_as(self, user_id: int) -> None:
-        """After signUp/logIn the rest of the operation runs as the new viewer."""
+    def act_as(self, user_id: int | None, problem: str | None = None) -> None:
+        """Run the rest of this operation (or connection) as `user_id`: after signUp and
+        logIn, and when a WebSocket's connection_init carries a token."""
         self.viewer_id = user_id
-        self.auth_problem = None
-        self.loaders = Loaders(self.run_query, user_id)
+        self.auth_problem = problem
+        self.fresh_reads()
+
+    def fresh_reads(self) -> None:
+        """Forget cached loads: what is read next comes from the database as it is now.
+
+        A WebSocket connection keeps one Context for all its operations and events, so
+        each of them starts here instead of trusting an earlier one's cache.
+        """
+        self.loaders = Loaders(self.run_query, self.viewer_id)
 
     async def run_query(self, statement: Select[Any]) -> Sequence[Any]:
         async with self._lock:

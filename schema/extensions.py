@@ -6,12 +6,14 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
+from strawberry.types.execution import PreExecutionError
 
 from schema.context import Context
 from schema.errors import (
     BAD_USER_INPUT,
+    GRAPHQL_PARSE_FAILED,
     GRAPHQL_VALIDATION_FAILED,
     INTERNAL_SERVER_ERROR,
 )
@@ -20,13 +22,16 @@ logger = logging.getLogger("commitcast.graphql")
 
 
 class CloseSession(SchemaExtension):
-    """Return the operation's database connection to the pool when it ends."""
+    """Each operation reads afresh and returns its database connection when it ends
+    (a WebSocket connection shares one Context between its operations)."""
 
     async def on_operation(self) -> AsyncIterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, Context):
+            context.fresh_reads()
         try:
             yield
         finally:
-            context = self.execution_context.context
             if isinstance(context, Context):
                 await context.close()
 
@@ -39,18 +44,26 @@ class ErrorCodes(SchemaExtension):
     gets INTERNAL_SERVER_ERROR with that reference: never a stack trace or SQL.
     """
 
-    def on_operation(self) -> AsyncIterator[None] | None:  # type: ignore[override]
-        return self._on_operation()
-
-    async def _on_operation(self) -> AsyncIterator[None]:
+    # An async generator function itself: strawberry only drives a hook as a context
+    # manager when the method is one; a plain method returning a generator is merely
+    # called, and its body never runs.
+    async def on_operation(self) -> AsyncIterator[None]:
         yield
         result = self.execution_context.result
         if result is not None and result.errors:
-            result.errors = [self._with_code(error) for error in result.errors]
+            # Parse and validation failures end the operation before execution starts.
+            before_execution = isinstance(result, PreExecutionError)
+            result.errors = [
+                self._with_code(error, before_execution=before_execution) for error in result.errors
+            ]
 
-    def _with_code(self, error: GraphQLError) -> GraphQLError:
+    def _with_code(self, error: GraphQLError, *, before_execution: bool) -> GraphQLError:
         if error.extensions and "code" in error.extensions:
             return error
+        if isinstance(error, GraphQLSyntaxError):
+            return self._copy(error, error.message, GRAPHQL_PARSE_FAILED)
+        if before_execution:
+            return self._copy(error, error.message, GRAPHQL_VALIDATION_FAILED)
         original = error.original_error
         if original is None or isinstance(original, GraphQLError):
             code = (

@@ -12,9 +12,18 @@ import re
 
 from schema.errors import bad_input
 
-NODE_TYPES = frozenset({"User", "Board", "Membership", "Card", "Comment"})
+# Filled by schema.nodes.node_type: only ids of registered Node types decode.
+_NODE_TYPES: set[str] = set()
 _MAX_PK = 2**63 - 1
 _ALPHABET = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def register_typename(typename: str) -> None:
+    _NODE_TYPES.add(typename)
+
+
+def forget_typename(typename: str) -> None:
+    _NODE_TYPES.discard(typename)
 
 
 def encode_id(typename: str, pk: int) -> str:
@@ -31,7 +40,7 @@ def decode_id(global_id: str, *, field: str) -> tuple[str, int]:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise bad_input(field, "not a valid ID") from None
     typename, _, digits = raw.partition(":")
-    if typename not in NODE_TYPES or not digits.isdigit() or digits != str(int(digits)):
+    if typename not in _NODE_TYPES or not digits.isdigit() or digits != str(int(digits)):
         raise bad_input(field, "not a valid ID")
     pk = int(digits)
     if not 0 < pk <= _MAX_PK:

@@ -27,11 +27,12 @@ class Loaders:
     def __init__(self, run: RunQuery, viewer_id: int | None) -> None:
         self._run = run
         self._viewer_id = viewer_id
-        self.user = self._by_id(User)
-        self.board = self._by_id(Board)
-        self.membership = self._by_id(Membership)
-        self.card = self._by_id(Card)
-        self.comment = self._by_id(Comment)
+        self._records: dict[type[Any], DataLoader[int, Any]] = {}
+        self.user = self.record(User)
+        self.board = self.record(Board)
+        self.membership = self.record(Membership)
+        self.card = self.record(Card)
+        self.comment = self.record(Comment)
         self.board_members = self._grouped(Membership, Membership.board_id, Membership.id)
         self.board_cards = self._grouped(Card, Card.board_id, Card.position, Card.id)
         self.card_comments = self._grouped(Comment, Comment.card_id, Comment.id)
@@ -39,13 +40,18 @@ class Loaders:
         self.viewer_role: DataLoader[int, Role | None] = DataLoader(self._viewer_roles)
         self.shares_board_with_viewer: DataLoader[int, bool] = DataLoader(self._shares_board)
 
-    def _by_id(self, model: type[R]) -> DataLoader[int, R | None]:
-        async def load(ids: list[int]) -> list[R | None]:
-            rows = await self._run(select(model).where(model.id.in_(ids)))
-            found = {row.id: row for row in rows}
-            return [found.get(i) for i in ids]
+    def record(self, model: type[R]) -> DataLoader[int, R | None]:
+        """Records of `model` by primary key (one loader per model and operation)."""
+        loader = self._records.get(model)
+        if loader is None:
 
-        return DataLoader(load)
+            async def load(ids: list[int]) -> list[R | None]:
+                rows = await self._run(select(model).where(model.id.in_(ids)))
+                found = {row.id: row for row in rows}
+                return [found.get(i) for i in ids]
+
+            loader = self._records[model] = DataLoader(load)
+        return loader
 
     def _grouped(self, model: type[R], key: Any, *order: Any) -> DataLoader[int, list[R]]:
         async def load(keys: list[int]) -> list[list[R]]:

@@ -26,6 +26,8 @@ from app.runtime import Runtime, open_runtime
 from app.settings import Settings
 from models.database import create_engine
 from models.migrate import upgrade
+from tests.live import live_server
+from tests.realtime_support import Realtime
 from tests.support import GraphQLClient
 
 TEST_POSTGRES_URL = os.environ.get(
@@ -146,3 +148,24 @@ async def http(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def api(http: httpx.AsyncClient, app: Starlette) -> GraphQLClient:
     return GraphQLClient(http, app.state.runtime)
+
+
+@pytest.fixture(params=["sqlite+memory", "postgresql+redis"])
+def realtime_settings(request: pytest.FixtureRequest) -> Settings:
+    """The two deployments: SQLite with the in-memory broker, PostgreSQL with Redis."""
+    if request.param == "sqlite+memory":
+        return Settings(database_url=request.getfixturevalue("sqlite_url"))
+    return Settings(
+        database_url=request.getfixturevalue("empty_postgres_url"),
+        broker_url=request.getfixturevalue("redis_url"),
+    )
+
+
+@pytest.fixture
+async def realtime(realtime_settings: Settings) -> AsyncIterator[Realtime]:
+    """A live server on a real socket, for each deployment."""
+    async with (
+        live_server(realtime_settings) as server,
+        httpx.AsyncClient(base_url=server.http_url, timeout=10) as http,
+    ):
+        yield Realtime(server, GraphQLClient(http, server.runtime))

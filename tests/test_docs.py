@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 from app.settings import ENVIRONMENT_VARIABLES
-from tests.support import GraphQLClient
+from tests.realtime_support import Realtime
+from tests.ws_client import graphql_socket
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -31,8 +32,9 @@ def test_readme_commands_exist_and_are_executable() -> None:
             assert f"./{command}" in README
 
 
-async def test_readme_tour_runs_as_written(api: GraphQLClient) -> None:
-    sign_up, create_board, create_card, read_back = graphql_blocks(README)
+async def test_readme_tour_runs_as_written(realtime: Realtime) -> None:
+    api = realtime.api
+    sign_up, create_board, create_card, read_back, watch = graphql_blocks(README)
 
     signed_up = await api.data(sign_up)
     token = signed_up["signUp"]["token"]
@@ -43,6 +45,7 @@ async def test_readme_tour_runs_as_written(api: GraphQLClient) -> None:
 
     card = await api.data(create_card.replace("<board id>", board["id"]), token=token)
     assert card["createCard"]["title"] == "Write the announcement"
+    card_id = card["createCard"]["id"]
 
     read = await api.data(read_back.replace("<board id>", board["id"]), token=token)
     assert read["board"] == {
@@ -57,4 +60,20 @@ async def test_readme_tour_runs_as_written(api: GraphQLClient) -> None:
                 "comments": [],
             }
         ],
+    }
+
+    async with graphql_socket(realtime.server.ws_url, token, key="Authorization") as socket:
+        await socket.subscribe(watch)
+        mark_done = re.search(r"\(`(mutation \{ updateCard.*?)`\)", README, flags=re.DOTALL)
+        assert mark_done is not None
+        await api.data(mark_done.group(1).replace("<card id>", card_id), token=token)
+        # Notices of the card's creation may still be in flight: skip to the change.
+        update = await socket.next_update()
+        while not (update["op"] == "UPDATED" and update["typename"] == "Card"):
+            update = await socket.next_update()
+    assert update == {
+        "op": "UPDATED",
+        "typename": "Card",
+        "id": card_id,
+        "node": {"id": card_id, "title": "Write the announcement", "done": True},
     }

@@ -47,7 +47,7 @@ class BoardMutations:
         async with write_record(ctx, models.Board, pk, "Board") as session:
             role = await role_on_board(session, viewer_id, pk)
             require_role(role, MANAGE_BOARD, "Board", "rename a board")
-            board = await get_or_not_found(session, models.Board, pk, "Board")
+            board = await get_or_not_found(session, models.Board, pk, "Board", for_update=True)
             check_version("Board", board, expected)
             if name is not None:
                 board.name = name

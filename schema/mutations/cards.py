@@ -13,7 +13,7 @@ from schema.context import Info
 from schema.errors import bad_input, not_found
 from schema.ids import decode_typed_id
 from schema.inputs import CreateCardInput, UpdateCardInput, given
-from schema.mutations.common import check_version, write_record
+from schema.mutations.common import check_version, get_or_not_found, write_record
 from schema.permissions import EDIT_CARDS, require_role, role_on_board
 from schema.types import Card
 
@@ -105,9 +105,7 @@ class CardMutations:
             else None
         )
         async with write_record(ctx, models.Card, pk, "Card") as session:
-            card = await session.get(models.Card, pk)
-            if card is None:
-                raise not_found("Card")
+            card = await get_or_not_found(session, models.Card, pk, "Card", for_update=True)
             require_role(
                 await role_on_board(session, viewer_id, card.board_id),
                 EDIT_CARDS,

@@ -19,7 +19,7 @@ from schema.types import Comment
 async def _comment_and_role(
     session: AsyncSession, viewer_id: int, pk: int
 ) -> tuple[models.Comment, models.Role]:
-    comment = await get_or_not_found(session, models.Comment, pk, "Comment")
+    comment = await get_or_not_found(session, models.Comment, pk, "Comment", for_update=True)
     card = await get_or_not_found(session, models.Card, comment.card_id, "Comment")
     role = require_role(
         await role_on_board(session, viewer_id, card.board_id),

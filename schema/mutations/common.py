@@ -17,8 +17,19 @@ from schema.errors import conflict, not_found
 R = TypeVar("R", bound=Record)
 
 
-async def get_or_not_found(session: AsyncSession, model: type[R], pk: int, kind: str) -> R:
-    record = await session.get(model, pk)
+# Row lock for a record about to be updated: PostgreSQL's FOR NO KEY UPDATE, the lock an
+# UPDATE itself takes, so inserts that reference the row are not blocked. SQLite ignores
+# it (its write transactions are already serial: BEGIN IMMEDIATE).
+FOR_UPDATE = {"key_share": True}
+
+
+async def get_or_not_found(
+    session: AsyncSession, model: type[R], pk: int, kind: str, *, for_update: bool = False
+) -> R:
+    """`for_update` locks the row until commit: a concurrent writer waits and then reads
+    the committed version, so expectedVersion is checked against the newest state and
+    an update without expectedVersion applies after the other (instead of failing)."""
+    record = await session.get(model, pk, with_for_update=FOR_UPDATE if for_update else None)
     if record is None:
         raise not_found(kind)
     return record

@@ -17,6 +17,11 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# A deleted record's global id must never name a new record (a late DELETED would
+# evict it from client caches): SQLite reuses the highest rowid without AUTOINCREMENT.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 def record_columns() -> list[sa.Column[Any]]:
     return [
         sa.Column("id", sa.Integer(), nullable=False),
@@ -34,6 +39,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
+        **NEVER_REUSE_IDS,
     )
     op.create_index("uq_users_email_lower", "users", [sa.text("lower(email)")], unique=True)
 
@@ -44,6 +50,7 @@ def upgrade() -> None:
         sa.Column("owner_id", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["owner_id"], ["users.id"], name=op.f("fk_boards_owner_id_users")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_boards")),
+        **NEVER_REUSE_IDS,
     )
     op.create_index(op.f("ix_boards_owner_id"), "boards", ["owner_id"])
 
@@ -70,6 +77,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_memberships")),
         sa.UniqueConstraint("board_id", "user_id", name="uq_memberships_board_user"),
+        **NEVER_REUSE_IDS,
     )
     op.create_index(op.f("ix_memberships_user_id"), "memberships", ["user_id"])
 
@@ -92,6 +100,7 @@ def upgrade() -> None:
             ["board_id"], ["boards.id"], name=op.f("fk_cards_board_id_boards"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_cards")),
+        **NEVER_REUSE_IDS,
     )
     op.create_index(op.f("ix_cards_board_id"), "cards", ["board_id"])
 
@@ -108,6 +117,7 @@ def upgrade() -> None:
             ["card_id"], ["cards.id"], name=op.f("fk_comments_card_id_cards"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_comments")),
+        **NEVER_REUSE_IDS,
     )
     op.create_index(op.f("ix_comments_card_id"), "comments", ["card_id"])
 

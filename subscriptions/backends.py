@@ -1,0 +1,216 @@
+"""Broker backends, behind broadcaster's BroadcastBackend interface.
+
+Both return `GAP` from next_published() when messages may have been lost (the Redis
+connection dropped and was re-established), so that subscribers can repair instead of
+silently missing updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import redis.asyncio as redis
+from broadcaster._backends.memory import MemoryBackend as BroadcasterMemoryBackend
+from broadcaster._base import Event
+from redis.asyncio.client import PubSub
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+logger = logging.getLogger("commitcast.broker")
+
+
+class _Gap:
+    def __repr__(self) -> str:
+        return "GAP"
+
+
+GAP: Final = _Gap()
+"""Returned by next_published(): messages may have been lost since the last one."""
+
+CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class MemoryBackend(BroadcasterMemoryBackend):
+    """broadcaster's in-process backend (one process; nothing is ever lost)."""
+
+    async def ping(self) -> None:
+        return None
+
+    async def publish_many(self, messages: list[tuple[str, str]]) -> None:
+        for channel, message in messages:
+            await self.publish(channel, message)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._subscribed.discard(channel)
+
+
+class RedisBackend:
+    """Redis pub/sub that stays subscribed.
+
+    Fixes what broadcaster 0.3.1's Redis backend gets wrong: subscribe() returns only
+    once Redis has confirmed the SUBSCRIBE (so nothing published afterwards is missed);
+    a dropped connection is re-opened with backoff, every channel re-subscribed, and
+    GAP reported; the reader never dies silently.
+    """
+
+    SUBSCRIBE_TIMEOUT = 5.0
+    READ_TIMEOUT = 1.0
+    MAX_RECONNECT_DELAY = 2.0
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._client: redis.Redis | None = None
+        self._pubsub: PubSub | None = None
+        self._channels: set[str] = set()
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        # Channels re-subscribed on a new connection that Redis has not confirmed yet;
+        # the GAP for a reconnect waits for them (see next_published).
+        self._unconfirmed: set[str] = set()
+        self._gap_pending = False
+        self.reconnects = 0
+
+    async def connect(self) -> None:
+        # No retries inside redis-py: a failure must surface here, where the reader
+        # re-opens the subscription and reports the gap.
+        self._client = redis.Redis.from_url(
+            self._url,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=10,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            await self._open()
+        except CONNECTION_ERRORS as exc:
+            logger.warning("Redis is not reachable yet (%s); will keep trying", exc)
+
+    async def disconnect(self) -> None:
+        await self._close_pubsub()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def ping(self) -> None:
+        await self._command(lambda client: client.ping())
+
+    async def publish(self, channel: str, message: Any) -> None:
+        await self._command(lambda client: client.publish(channel, message))
+
+    async def publish_many(self, messages: list[tuple[str, str]]) -> None:
+        async def send(client: redis.Redis) -> None:
+            async with client.pipeline(transaction=False) as pipe:
+                for channel, message in messages:
+                    pipe.publish(channel, message)
+                await pipe.execute()
+
+        await self._command(send)
+
+    async def _command(self, run: Callable[[redis.Redis], Awaitable[object]]) -> None:
+        client = self._require_client()
+        try:
+            await run(client)
+        except RedisConnectionError:
+            # An idle pooled connection may have died with a restarted server, and
+            # redis-py 8 (RESP3 with maintenance notifications) no longer checks for
+            # that before using it. It has just been closed: one more try, on a fresh
+            # connection. Redis really down fails again, here, for the caller to retry.
+            await run(client)
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # the reader subscribes every channel when it reconnects
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(channel, []).append(waiter)
+        try:
+            await pubsub.subscribe(channel)
+            await asyncio.wait_for(asyncio.shield(waiter), self.SUBSCRIBE_TIMEOUT)
+        except (TimeoutError, *CONNECTION_ERRORS) as exc:
+            # The reader notices the broken connection, re-subscribes and reports GAP.
+            logger.warning("SUBSCRIBE %s not confirmed (%s)", channel, exc)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+        self._unconfirmed.discard(channel)
+        if self._pubsub is not None:
+            # On failure, nothing to do: a new connection will not subscribe it again.
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self._pubsub.unsubscribe(channel)
+
+    async def next_published(self) -> Event | _Gap:
+        delay = 0.05
+        while True:
+            if self._pubsub is None:
+                try:
+                    await self._open()
+                except CONNECTION_ERRORS as exc:
+                    logger.warning("Redis pub/sub reconnect failed (%s); retrying", exc)
+                    await asyncio.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter
+                    delay = min(delay * 2, self.MAX_RECONNECT_DELAY)
+                    continue
+                self.reconnects += 1
+                logger.warning(
+                    "Redis pub/sub reconnected; re-subscribed %d channels", len(self._channels)
+                )
+                delay = 0.05
+                if self._channels:
+                    self._gap_pending = True  # whatever was published meanwhile is lost
+            if self._gap_pending and not self._unconfirmed:
+                # Only once Redis has confirmed every re-SUBSCRIBE: a consumer repairs on
+                # GAP and then relies on the stream, which must be live by then.
+                self._gap_pending = False
+                return GAP
+            pubsub = self._pubsub
+            assert pubsub is not None
+            try:
+                message = await pubsub.get_message(timeout=self.READ_TIMEOUT)
+            except CONNECTION_ERRORS as exc:
+                logger.warning("lost the Redis pub/sub connection (%s); reconnecting", exc)
+                await self._close_pubsub()
+                continue
+            if message is None:
+                continue
+            kind = message["type"]
+            channel = _text(message["channel"])
+            if kind == "subscribe":
+                self._unconfirmed.discard(channel)
+                for waiter in self._waiters.pop(channel, []):
+                    if not waiter.done():
+                        waiter.set_result(None)
+            elif kind == "message":
+                return Event(channel=channel, message=_text(message["data"]))
+
+    async def _open(self) -> None:
+        pubsub = self._require_client().pubsub()
+        try:
+            await pubsub.connect()  # type: ignore[no-untyped-call]
+            self._unconfirmed = set(self._channels)
+            if self._channels:
+                await pubsub.subscribe(*self._channels)
+        except BaseException:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            raise
+        self._pubsub = pubsub
+
+    async def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _require_client(self) -> redis.Redis:
+        if self._client is None:
+            raise RuntimeError("the Redis broker is not connected")
+        return self._client
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

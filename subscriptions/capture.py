@@ -1,0 +1,199 @@
+"""Change capture: SQLAlchemy session events collect what a transaction changed and hand
+it to a sink only after the outermost COMMIT.
+
+- after_flush collects new and modified `Realtime` objects; before_flush collects the
+  deleted ones while their rows (and the memberships that say who saw them) still exist.
+- Changes are buffered per transaction. A SAVEPOINT that is released folds its buffer
+  into the enclosing one; one that is rolled back drops it; a rolled back transaction
+  publishes nothing. (`after_commit` also fires on SAVEPOINT release, so the outermost
+  commit is recognised by the transaction having no parent.)
+- Several writes to one record in a transaction become one change.
+- ORM bulk UPDATE/DELETE statements skip flush events entirely; on Realtime models they
+  are refused with BulkWriteRefused rather than silently not published.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from sqlalchemy import event, inspect, select
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, aliased
+
+from models import Membership
+from models.realtime import Audience, BoardAudience, Realtime, RecordKey, UserAudience
+from subscriptions.changes import Change, ChangeOp
+
+logger = logging.getLogger("commitcast.capture")
+
+SINK_KEY = "commitcast.change_sink"
+_BUFFERS = "commitcast.change_buffers"
+_COMMITTING = "commitcast.committing"
+
+
+class ChangeSink(Protocol):
+    def submit(self, changes: list[Change]) -> None:
+        """Called synchronously right after the outermost commit; must not block."""
+
+
+class BulkWriteRefused(RuntimeError):
+    pass
+
+
+class CapturingSession(Session):
+    """The sync session class behind every AsyncSession the app creates."""
+
+
+Buffer = dict[RecordKey, Change]
+
+
+def _buffers(session: Session) -> dict[SessionTransaction, Buffer]:
+    buffers: dict[SessionTransaction, Buffer] = session.info.setdefault(_BUFFERS, {})
+    return buffers
+
+
+def _current_transaction(session: Session) -> SessionTransaction:
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    if transaction is None:  # pragma: no cover - flush always runs in a transaction
+        raise RuntimeError("flush outside a transaction")
+    return transaction
+
+
+def _add(buffer: Buffer, change: Change) -> None:
+    earlier = buffer.pop(change.key, None)
+    if earlier is None:
+        buffer[change.key] = change
+        return
+    merged = earlier.merge(change)
+    if merged is not None:
+        buffer[change.key] = merged
+
+
+def _resolve_audiences(session: Session, audiences: Iterable[Audience]) -> dict[Audience, set[int]]:
+    """User ids per audience, in at most two statements for the whole flush."""
+    wanted = set(audiences)
+    board_ids = {a.board_id for a in wanted if isinstance(a, BoardAudience)}
+    user_ids = {a.user_id for a in wanted if isinstance(a, UserAudience)}
+    members: dict[int, set[int]] = {b: set() for b in board_ids}
+    if board_ids:
+        rows = session.execute(
+            select(Membership.board_id, Membership.user_id).where(
+                Membership.board_id.in_(board_ids)
+            )
+        )
+        for board_id, user_id in rows:
+            members[board_id].add(user_id)
+    peers: dict[int, set[int]] = {u: {u} for u in user_ids}
+    if user_ids:
+        mine, theirs = aliased(Membership), aliased(Membership)
+        rows = session.execute(
+            select(mine.user_id, theirs.user_id)
+            .join(theirs, theirs.board_id == mine.board_id)
+            .where(mine.user_id.in_(user_ids))
+        )
+        for user_id, peer_id in rows:
+            peers[user_id].add(peer_id)
+    return {
+        a: set(members[a.board_id]) if isinstance(a, BoardAudience) else set(peers[a.user_id])
+        for a in wanted
+    }
+
+
+def _collect(session: Session, objects: Iterable[tuple[Realtime, ChangeOp, bool]]) -> list[Change]:
+    """Changes for (object, op, announce parents?) triples, parents after children."""
+    items = [(obj, op, parents, obj.audience(session)) for obj, op, parents in objects]
+    if not items:
+        return []
+    resolved = _resolve_audiences(session, (audience for *_, audience in items))
+    changes: list[Change] = []
+    for obj, op, announce_parents, audience in items:
+        users = resolved[audience]
+        # Not inspect(obj).identity: new objects get it only after the flush completes.
+        (pk,) = inspect(obj).mapper.primary_key_from_instance(obj)
+        key = RecordKey(obj.realtime_typename, pk)
+        changes.append(Change(key, op, getattr(obj, "version", None), set(users)))
+        if announce_parents:
+            changes.extend(
+                Change(parent, ChangeOp.UPDATED, None, set(users))
+                for parent in obj.realtime_parents()
+            )
+    return changes
+
+
+@event.listens_for(CapturingSession, "before_flush")
+def _before_flush(session: Session, _flush_context: Any, _instances: Any) -> None:
+    deleted = [
+        (obj, ChangeOp.DELETED, True) for obj in session.deleted if isinstance(obj, Realtime)
+    ]
+    buffer = _buffers(session).setdefault(_current_transaction(session), {})
+    for change in _collect(session, deleted):
+        _add(buffer, change)
+
+
+@event.listens_for(CapturingSession, "after_flush")
+def _after_flush(session: Session, _flush_context: Any) -> None:
+    captured: list[tuple[Realtime, ChangeOp, bool]] = []
+    for obj in session.new:
+        if isinstance(obj, Realtime):
+            captured.append((obj, ChangeOp.CREATED, True))
+    for obj in session.dirty:
+        if isinstance(obj, Realtime) and session.is_modified(obj, include_collections=False):
+            state = inspect(obj)
+            moved = any(
+                state.attrs[name].history.has_changes() for name in obj.realtime_parent_attributes
+            )
+            captured.append((obj, ChangeOp.UPDATED, moved))
+    buffer = _buffers(session).setdefault(_current_transaction(session), {})
+    for change in _collect(session, captured):
+        _add(buffer, change)
+
+
+@event.listens_for(CapturingSession, "after_commit")
+def _after_commit(session: Session) -> None:
+    # Fires for the outermost COMMIT and for each SAVEPOINT release, just before the
+    # matching after_transaction_end: that handler reads the flag.
+    session.info[_COMMITTING] = True
+
+
+@event.listens_for(CapturingSession, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info[_COMMITTING] = False
+
+
+@event.listens_for(CapturingSession, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    if not transaction.nested and transaction.parent is not None:
+        return  # the subtransaction each flush opens: not a unit of commit
+    committed = session.info.pop(_COMMITTING, False)
+    buffers = _buffers(session)
+    buffer = buffers.pop(transaction, {})
+    if transaction.nested:
+        if committed and buffer and transaction.parent is not None:
+            outer = buffers.setdefault(transaction.parent, {})
+            for change in buffer.values():
+                _add(outer, change)
+        return
+    buffers.clear()
+    sink: ChangeSink | None = session.info.get(SINK_KEY)
+    if committed and buffer and sink is not None:
+        changes = [c for c in buffer.values() if c.audience]
+        if changes:
+            try:
+                sink.submit(changes)
+            except Exception:  # the data is committed; never fail the caller for this
+                logger.exception("could not hand %d committed changes to the relay", len(changes))
+
+
+@event.listens_for(CapturingSession, "do_orm_execute")
+def _refuse_bulk_writes(state: ORMExecuteState) -> None:
+    if not (state.is_update or state.is_delete):
+        return
+    mapper = state.bind_mapper
+    if mapper is not None and issubclass(mapper.class_, Realtime):
+        verb = "UPDATE" if state.is_update else "DELETE"
+        raise BulkWriteRefused(
+            f"bulk {verb} on {mapper.class_.__name__} bypasses change capture, so clients "
+            "would never hear of it: load the objects and change or delete them through "
+            "the session instead"
+        )

@@ -1,0 +1,58 @@
+"""A real server on a real socket, in this process: uvicorn serving create_app()."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.applications import Starlette
+
+from app.asgi import create_app
+from app.runtime import Runtime
+from app.settings import Settings
+from tests.servers import free_port
+
+STARTUP_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    app: Starlette
+    http_url: str
+    ws_url: str
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+
+@asynccontextmanager
+async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
+    app = create_app(settings)
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise AssertionError("uvicorn stopped before it started")
+                await asyncio.sleep(0.02)
+        yield LiveServer(app, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql")
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)

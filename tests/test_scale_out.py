@@ -1,0 +1,92 @@
+"""Two server processes sharing PostgreSQL and Redis: a subscriber connected to one
+receives what is committed through the other."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+
+from tests.servers import app_environment, running_server
+from tests.ws_client import UPDATES, graphql_socket
+
+SIGN_UP = """
+mutation($email: String!, $name: String!) {
+  signUp(input: {email: $email, name: $name, password: "correct horse battery"}) {
+    token user { id }
+  }
+}
+"""
+
+
+async def gql(
+    client: httpx.AsyncClient, query: str, variables: dict[str, object], token: str | None = None
+) -> dict[str, object]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = await client.post(
+        "/graphql", json={"query": query, "variables": variables}, headers=headers
+    )
+    body = response.json()
+    assert not body.get("errors"), body
+    return body["data"]
+
+
+async def test_a_subscriber_on_one_process_receives_mutations_made_through_another(
+    empty_postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    env = app_environment(DATABASE_URL=empty_postgres_url, BROKER_URL=redis_url)
+    with ExitStack() as stack:
+        servers = []
+        for name in ("one", "two"):
+            workdir = tmp_path / name
+            workdir.mkdir()
+            server = stack.enter_context(running_server(env=env, cwd=workdir))
+            servers.append(server)
+        for server in servers:
+            server.wait_until_healthy()
+        one, two = servers
+
+        async with (
+            httpx.AsyncClient(base_url=two.base_url, timeout=10) as via_two,
+        ):
+            ann = await gql(via_two, SIGN_UP, {"email": "ann@example.com", "name": "Ann"})
+            bob = await gql(via_two, SIGN_UP, {"email": "bob@example.com", "name": "Bob"})
+            ann_token = ann["signUp"]["token"]
+            bob_token = bob["signUp"]["token"]
+            board = await gql(
+                via_two, 'mutation { createBoard(input: {name: "Shared"}) { id } }', {}, ann_token
+            )
+            board_id = board["createBoard"]["id"]
+            await gql(
+                via_two,
+                'mutation($b: ID!) { addMember(input: {boardId: $b, email: "bob@example.com"})'
+                " { id } }",
+                {"b": board_id},
+                ann_token,
+            )
+
+            ws_url = one.base_url.replace("http://", "ws://") + "/graphql"
+            async with graphql_socket(ws_url, bob_token) as socket:
+                await socket.subscribe(UPDATES)
+                created = await gql(
+                    via_two,
+                    'mutation($b: ID!) { createCard(input: {boardId: $b, title: "Hello"}) { id } }',
+                    {"b": board_id},
+                    ann_token,
+                )
+                card_id = created["createCard"]["id"]
+                seen: dict[tuple[str, str], dict[str, object]] = {}
+                while ("CREATED", card_id) not in seen:
+                    update = await socket.next_update()
+                    seen[(update["op"], update["id"])] = update
+                node = seen[("CREATED", card_id)]["node"]
+                assert node == {
+                    "__typename": "Card",
+                    "id": card_id,
+                    "title": "Hello",
+                    "version": 1,
+                    "position": 1.0,
+                    "board": {"id": board_id},
+                    "comments": [],
+                }
