@@ -3,7 +3,6 @@ and when."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -56,7 +55,7 @@ class World:
 
 
 @pytest.fixture
-async def world(sessions: async_sessionmaker[AsyncSession], sink: ListSink) -> AsyncIterator[World]:
+async def world(sessions: async_sessionmaker[AsyncSession], sink: ListSink) -> World:
     async with sessions() as session, session.begin():
         ann, bob, dan = (
             models.User(email=f"{n}@example.com", name=n, password_hash=password_hash())
@@ -70,7 +69,7 @@ async def world(sessions: async_sessionmaker[AsyncSession], sink: ListSink) -> A
         session.add(models.Membership(board=board, user_id=ann.id, role=models.Role.OWNER))
         session.add(models.Membership(board=board, user_id=bob.id, role=models.Role.EDITOR))
     sink.batches.clear()
-    yield World(ann, bob, dan, board)
+    return World(ann, bob, dan, board)
 
 
 def card_for(world: World, title: str = "Card") -> models.Card:
@@ -135,16 +134,19 @@ async def test_created_then_deleted_in_one_transaction_is_never_announced(
 async def test_rollback_publishes_nothing(
     sessions: async_sessionmaker[AsyncSession], sink: ListSink, world: World
 ) -> None:
-    async with sessions() as session:
-        async with session.begin():
-            session.add(card_for(world))
-            await session.flush()
-            await session.rollback()
-    with pytest.raises(RuntimeError, match="boom"):
+    async with sessions() as session, session.begin():
+        session.add(card_for(world))
+        await session.flush()
+        await session.rollback()
+
+    async def fail_after_flush() -> None:
         async with sessions() as session, session.begin():
             session.add(card_for(world))
             await session.flush()
             raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await fail_after_flush()
     assert sink.batches == []
 
 
@@ -156,12 +158,16 @@ async def test_rolled_back_savepoint_publishes_only_the_committed_part(
         session.add(kept)
         await session.flush()
         kept_id = kept.id
-        with pytest.raises(RuntimeError):
+
+        async def dropped_savepoint() -> None:
             async with session.begin_nested():
                 session.add(card_for(world, "dropped"))
                 kept.title = "changed inside the dropped savepoint"
                 await session.flush()
                 raise RuntimeError("roll this savepoint back")
+
+        with pytest.raises(RuntimeError):
+            await dropped_savepoint()
         async with session.begin_nested():
             released = card_for(world, "released")
             session.add(released)

@@ -41,8 +41,8 @@ class GraphQLSocket:
     async def send(self, message: dict[str, Any]) -> None:
         await self.connection.send(json.dumps(message))
 
-    async def receive(self, timeout: float = TIMEOUT) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
+    async def receive(self, within: float = TIMEOUT) -> dict[str, Any]:
+        async with asyncio.timeout(within):
             while True:
                 message: dict[str, Any] = json.loads(await self.connection.recv())
                 if message.get("type") not in ("ka", "ping", "pong"):
@@ -67,9 +67,9 @@ class GraphQLSocket:
         )
         return operation_id
 
-    async def next_payload(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+    async def next_payload(self, within: float = TIMEOUT) -> dict[str, Any]:
         """The next result of any operation; fails on errors."""
-        message = await self.receive(timeout)
+        message = await self.receive(within)
         kind = "next" if self.protocol == TRANSPORT_WS else "data"
         if message.get("type") != kind:
             raise AssertionError(f"expected {kind}, got {message}")
@@ -78,8 +78,8 @@ class GraphQLSocket:
             raise AssertionError(f"errors: {payload['errors']}")
         return payload
 
-    async def next_update(self, timeout: float = TIMEOUT) -> dict[str, Any]:
-        update: dict[str, Any] = (await self.next_payload(timeout))["data"]["userUpdates"]
+    async def next_update(self, within: float = TIMEOUT) -> dict[str, Any]:
+        update: dict[str, Any] = (await self.next_payload(within))["data"]["userUpdates"]
         return update
 
 
