@@ -10,9 +10,10 @@ from typing import Any, Protocol
 
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 from strawberry.types import Info as StrawberryInfo
 
-from schema.errors import unauthenticated
+from schema.errors import ConcurrentChange, unauthenticated
 from schema.loaders import Loaders, scalars
 from subscriptions.feed import UpdateFeed
 
@@ -86,8 +87,13 @@ class Context:
         Afterwards the read session starts a fresh transaction and the loaders start
         empty, so the rest of the operation reads what was just committed.
         """
-        async with self.write_sessions() as session, session.begin():
-            yield session
+        try:
+            async with self.write_sessions() as session, session.begin():
+                yield session
+        except StaleDataError:
+            # A row changed under us between read and write (mutations that know the
+            # record turn this into CONFLICT with its version first: write_record).
+            raise ConcurrentChange() from None
         async with self._lock:
             if self._session is not None and self._session.in_transaction():
                 await self._session.commit()

@@ -51,3 +51,10 @@ def conflict(kind: str, current_version: int) -> CodedError:
         "reload it and try again.",
         currentVersion=current_version,
     )
+
+
+class ConcurrentChange(CodedError):
+    """A row changed between a write transaction's read and its write."""
+
+    def __init__(self) -> None:
+        super().__init__(CONFLICT, "The record was changed at the same time; try again.")

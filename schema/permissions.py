@@ -44,3 +44,15 @@ def require_role(role: Role | None, allowed: frozenset[Role], kind: str, action:
         names = " or ".join(sorted(r.value for r in allowed))
         raise forbidden(f"Only {names} members can {action}.")
     return role
+
+
+async def require_member(
+    session: AsyncSession,
+    user_id: int,
+    board_id: int,
+    allowed: frozenset[Role],
+    kind: str,
+    action: str,
+) -> Role:
+    """The user's role on the board, checked against `allowed` (see require_role)."""
+    return require_role(await role_on_board(session, user_id, board_id), allowed, kind, action)

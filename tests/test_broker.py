@@ -28,7 +28,13 @@ from redis.exceptions import RedisError
 
 from models.realtime import RecordKey
 from subscriptions.backends import GAP, MemoryBackend, RedisBackend, _Gap
-from subscriptions.broker import DEFAULT_QUEUE_SIZE, Backend, Broker, Subscriber
+from subscriptions.broker import (
+    DEFAULT_QUEUE_SIZE,
+    Backend,
+    Broker,
+    Subscriber,
+    broker_from_url,
+)
 from subscriptions.changes import Change, ChangeOp, Notice, user_channel
 from subscriptions.relay import Relay
 from tests.redis_server import RedisServer, redis_server, tcp_proxy
@@ -280,6 +286,32 @@ async def test_messages_cross_between_broker_instances(
         expected = ["from first", "from second 1", "from second 2"]
         assert await receive_n(on_first, 3) == expected
         assert await receive_n(on_second, 3) == expected
+
+
+async def test_namespaces_keep_deployments_on_one_redis_apart(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Redis pub/sub ignores the database number: the namespace is what separates them.
+    channel = unique_channel("namespaced")
+    blue = broker_from_url(redis_url, namespace="blue")
+    green = broker_from_url(redis_url, namespace="green")
+    await blue.connect()
+    await green.connect()
+    try:
+        async with blue.subscribe(channel) as on_blue, green.subscribe(channel) as on_green:
+            assert await numsub(redis_client, f"blue:{channel}") == 1
+            assert await numsub(redis_client, channel) == 0
+            # Each PUBLISH completes before the next is sent, so Redis would hand a
+            # leaked message to the other namespace's subscriber before its own next one.
+            await blue.publish(channel, "for blue")
+            await green.publish(channel, "for green")
+            await green.publish(channel, "for green 2")
+            await blue.publish(channel, "for blue 2")
+            assert await receive_n(on_blue, 2) == ["for blue", "for blue 2"]
+            assert await receive_n(on_green, 2) == ["for green", "for green 2"]
+    finally:
+        await blue.disconnect()
+        await green.disconnect()
 
 
 # 3. Redis restarts --------------------------------------------------------------------

@@ -14,7 +14,7 @@ from schema.errors import bad_input, forbidden
 from schema.ids import decode_typed_id
 from schema.inputs import AddMemberInput, CreateBoardInput, UpdateBoardInput, given
 from schema.mutations.common import check_version, get_or_not_found, write_record
-from schema.permissions import ANY_MEMBER, MANAGE_BOARD, require_role, role_on_board
+from schema.permissions import ANY_MEMBER, MANAGE_BOARD, require_member, role_on_board
 from schema.types import Board, Membership
 
 
@@ -45,8 +45,7 @@ class BoardMutations:
             else None
         )
         async with write_record(ctx, models.Board, pk, "Board") as session:
-            role = await role_on_board(session, viewer_id, pk)
-            require_role(role, MANAGE_BOARD, "Board", "rename a board")
+            await require_member(session, viewer_id, pk, MANAGE_BOARD, "Board", "rename a board")
             board = await get_or_not_found(session, models.Board, pk, "Board", for_update=True)
             check_version("Board", board, expected)
             if name is not None:
@@ -59,12 +58,7 @@ class BoardMutations:
         viewer_id = ctx.require_viewer()
         pk = decode_typed_id(id, "Board", field="id")
         async with ctx.write() as session:
-            require_role(
-                await role_on_board(session, viewer_id, pk),
-                MANAGE_BOARD,
-                "Board",
-                "delete a board",
-            )
+            await require_member(session, viewer_id, pk, MANAGE_BOARD, "Board", "delete a board")
             # Load the children so the unit of work deletes (and sees) every one.
             board = await session.scalar(
                 select(models.Board)
@@ -87,11 +81,8 @@ class BoardMutations:
         email = validation.email("email", input.email)
         try:
             async with ctx.write() as session:
-                require_role(
-                    await role_on_board(session, viewer_id, board_pk),
-                    MANAGE_BOARD,
-                    "Board",
-                    "add members",
+                await require_member(
+                    session, viewer_id, board_pk, MANAGE_BOARD, "Board", "add members"
                 )
                 user_id = await session.scalar(
                     select(models.User.id).where(func.lower(models.User.email) == email.lower())
@@ -118,8 +109,9 @@ class BoardMutations:
         pk = decode_typed_id(id, "Membership", field="id")
         async with ctx.write() as session:
             membership = await get_or_not_found(session, models.Membership, pk, "Membership")
-            role = await role_on_board(session, viewer_id, membership.board_id)
-            require_role(role, ANY_MEMBER, "Membership", "remove members")
+            role = await require_member(
+                session, viewer_id, membership.board_id, ANY_MEMBER, "Membership", "remove members"
+            )
             board = await get_or_not_found(session, models.Board, membership.board_id, "Board")
             if membership.user_id == board.owner_id:
                 raise forbidden("The board's owner cannot be removed; delete the board instead.")
@@ -127,10 +119,13 @@ class BoardMutations:
                 raise forbidden("Only OWNER members can remove other members.")
             # An assignee must be a member: unassign what the leaver was assigned.
             assigned = await session.scalars(
-                select(models.Card).where(
+                select(models.Card)
+                .where(
                     models.Card.board_id == membership.board_id,
                     models.Card.assignee_id == membership.user_id,
                 )
+                # Locked like any card about to change: a concurrent updateCard waits.
+                .with_for_update(key_share=True)
             )
             for card in assigned:
                 card.assignee_id = None

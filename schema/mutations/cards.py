@@ -14,7 +14,7 @@ from schema.errors import bad_input, not_found
 from schema.ids import decode_typed_id
 from schema.inputs import CreateCardInput, UpdateCardInput, given
 from schema.mutations.common import check_version, get_or_not_found, write_record
-from schema.permissions import EDIT_CARDS, require_role, role_on_board
+from schema.permissions import EDIT_CARDS, require_member, role_on_board
 from schema.types import Card
 
 POSITION_STEP = 1.0
@@ -51,12 +51,7 @@ class CardMutations:
             else None
         )
         async with ctx.write() as session:
-            require_role(
-                await role_on_board(session, viewer_id, board_pk),
-                EDIT_CARDS,
-                "Board",
-                "create cards",
-            )
+            await require_member(session, viewer_id, board_pk, EDIT_CARDS, "Board", "create cards")
             if assignee_pk is not None:
                 await _check_assignee(session, assignee_pk, board_pk)
             if position is None:
@@ -106,11 +101,8 @@ class CardMutations:
         )
         async with write_record(ctx, models.Card, pk, "Card") as session:
             card = await get_or_not_found(session, models.Card, pk, "Card", for_update=True)
-            require_role(
-                await role_on_board(session, viewer_id, card.board_id),
-                EDIT_CARDS,
-                "Card",
-                "edit cards",
+            await require_member(
+                session, viewer_id, card.board_id, EDIT_CARDS, "Card", "edit cards"
             )
             check_version("Card", card, expected)
             if assignee_pk is not None:
@@ -132,14 +124,12 @@ class CardMutations:
                 select(models.Card)
                 .where(models.Card.id == pk)
                 .options(selectinload(models.Card.comments))
+                .with_for_update()
             )
             if card is None:
                 raise not_found("Card")
-            require_role(
-                await role_on_board(session, viewer_id, card.board_id),
-                EDIT_CARDS,
-                "Card",
-                "delete cards",
+            await require_member(
+                session, viewer_id, card.board_id, EDIT_CARDS, "Card", "delete cards"
             )
             await session.delete(card)
         return id

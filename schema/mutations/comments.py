@@ -12,7 +12,7 @@ from schema.errors import forbidden
 from schema.ids import decode_typed_id
 from schema.inputs import AddCommentInput, UpdateCommentInput, given
 from schema.mutations.common import check_version, get_or_not_found, write_record
-from schema.permissions import COMMENT, MANAGE_BOARD, require_role, role_on_board
+from schema.permissions import COMMENT, MANAGE_BOARD, require_member
 from schema.types import Comment
 
 
@@ -21,11 +21,8 @@ async def _comment_and_role(
 ) -> tuple[models.Comment, models.Role]:
     comment = await get_or_not_found(session, models.Comment, pk, "Comment", for_update=True)
     card = await get_or_not_found(session, models.Card, comment.card_id, "Comment")
-    role = require_role(
-        await role_on_board(session, viewer_id, card.board_id),
-        COMMENT,
-        "Comment",
-        "change comments",
+    role = await require_member(
+        session, viewer_id, card.board_id, COMMENT, "Comment", "change comments"
     )
     return comment, role
 
@@ -40,12 +37,7 @@ class CommentMutations:
         body = validation.required_text("body", input.body, validation.COMMENT_BODY_MAX)
         async with ctx.write() as session:
             card = await get_or_not_found(session, models.Card, card_pk, "Card")
-            require_role(
-                await role_on_board(session, viewer_id, card.board_id),
-                COMMENT,
-                "Card",
-                "comment",
-            )
+            await require_member(session, viewer_id, card.board_id, COMMENT, "Card", "comment")
             comment = models.Comment(card_id=card_pk, author_id=viewer_id, body=body)
             session.add(comment)
         return Comment.from_model(comment)

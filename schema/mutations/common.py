@@ -8,11 +8,10 @@ from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.exc import StaleDataError
 
 from models import Record
 from schema.context import Context
-from schema.errors import conflict, not_found
+from schema.errors import ConcurrentChange, conflict, not_found
 
 R = TypeVar("R", bound=Record)
 
@@ -48,12 +47,12 @@ async def write_record(
 
     `expectedVersion` is checked against what the transaction read; if another writer
     commits in between, the versioned UPDATE matches no row and SQLAlchemy raises
-    StaleDataError, which is the same conflict seen a moment later.
+    StaleDataError (ConcurrentChange here), which is the same conflict seen a moment later.
     """
     try:
         async with ctx.write() as session:
             yield session
-    except StaleDataError:
+    except ConcurrentChange:
         versions = await ctx.run_query(select(model.version).where(model.id == pk))
         if not versions:
             raise not_found(kind) from None
