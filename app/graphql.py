@@ -85,7 +85,7 @@ class GraphQLView(GraphQL[Context, None]):
             auth_problem=problem,
             request=request,
             response=response,
-            feed=UpdateFeed(runtime.broker, runtime.relay),
+            feed=UpdateFeed(runtime.broker, runtime.engine),
         )
 
     async def authenticate_connection(self, context: Context, params: Any) -> str | None:

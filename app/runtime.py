@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -60,7 +61,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         )
         await broker.connect()
         stack.push_async_callback(broker.disconnect)
-        relay = Relay(broker)
+        relay = Relay(broker, engine, timedelta(seconds=settings.change_log_retention_seconds))
         await relay.start()
         stack.push_async_callback(relay.stop)
         # Every session the app opens captures changes to Realtime models and hands

@@ -16,6 +16,7 @@ DEFAULT_BROKER_URL = "memory://"
 # Public on purpose: anyone can forge tokens signed with it. Development only.
 DEVELOPMENT_SECRET_KEY = "commitcast-development-secret-do-not-use-in-production"  # noqa: S105
 DEFAULT_TOKEN_TTL_SECONDS = 7 * 24 * 3600
+DEFAULT_CHANGE_LOG_RETENTION_SECONDS = 24 * 3600
 MIN_SECRET_KEY_LENGTH = 32
 
 Environment = Literal["development", "production"]
@@ -32,6 +33,7 @@ class Settings:
     secret_key: str = field(default=DEVELOPMENT_SECRET_KEY, repr=False)
     allowed_origins: tuple[str, ...] = ()
     token_ttl_seconds: int = DEFAULT_TOKEN_TTL_SECONDS
+    change_log_retention_seconds: int = DEFAULT_CHANGE_LOG_RETENTION_SECONDS
     environment: Environment = "development"
 
     @property
@@ -58,6 +60,8 @@ class Settings:
             raise SettingsError(f"ALLOWED_ORIGINS: {exc}") from None
         if self.token_ttl_seconds <= 0:
             raise SettingsError("TOKEN_TTL must be a positive number of seconds")
+        if self.change_log_retention_seconds <= 0:
+            raise SettingsError("CHANGE_LOG_RETENTION must be a positive number of seconds")
         if self.production and self.uses_development_secret:
             raise SettingsError(
                 "COMMITCAST_ENV=production refuses the development SECRET_KEY: "
@@ -82,7 +86,14 @@ class Settings:
             broker_url=env.get("BROKER_URL", "").strip() or DEFAULT_BROKER_URL,
             secret_key=env.get("SECRET_KEY", "") or DEVELOPMENT_SECRET_KEY,
             allowed_origins=_parse_origins(env.get("ALLOWED_ORIGINS", "")),
-            token_ttl_seconds=_parse_ttl(env.get("TOKEN_TTL", "")),
+            token_ttl_seconds=_seconds(
+                "TOKEN_TTL", env.get("TOKEN_TTL", ""), DEFAULT_TOKEN_TTL_SECONDS
+            ),
+            change_log_retention_seconds=_seconds(
+                "CHANGE_LOG_RETENTION",
+                env.get("CHANGE_LOG_RETENTION", ""),
+                DEFAULT_CHANGE_LOG_RETENTION_SECONDS,
+            ),
             environment="production" if environment == "production" else "development",
         )
 
@@ -91,14 +102,14 @@ def _parse_origins(raw: str) -> tuple[str, ...]:
     return tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
 
 
-def _parse_ttl(raw: str) -> int:
+def _seconds(name: str, raw: str, default: int) -> int:
     raw = raw.strip()
     if not raw:
-        return DEFAULT_TOKEN_TTL_SECONDS
+        return default
     try:
         return int(raw)
     except ValueError:
-        raise SettingsError(f"TOKEN_TTL {raw!r}: a whole number of seconds, such as 3600") from None
+        raise SettingsError(f"{name} {raw!r}: a whole number of seconds, such as 3600") from None
 
 
 # Documented once, used by `--help` and checked against the README by a test.
@@ -124,5 +135,10 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "comma-separated browser origins allowed to open WebSockets, besides same-origin",
     ),
     ("TOKEN_TTL", str(DEFAULT_TOKEN_TTL_SECONDS), "access token lifetime in seconds"),
+    (
+        "CHANGE_LOG_RETENTION",
+        str(DEFAULT_CHANGE_LOG_RETENTION_SECONDS),
+        "seconds a change stays resumable (older cursors get RESYNC)",
+    ),
     ("COMMITCAST_ENV", "development", "development or production"),
 )

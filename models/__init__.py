@@ -3,6 +3,7 @@
 from models.base import Base, Record, utcnow
 from models.board import Board, Membership, Role
 from models.card import Card, Comment
+from models.changelog import change_audience, change_log
 from models.deployment import deployment_id
 from models.user import User
 
@@ -15,6 +16,8 @@ __all__ = [
     "Record",
     "Role",
     "User",
+    "change_audience",
+    "change_log",
     "deployment_id",
     "utcnow",
 ]

@@ -7,7 +7,7 @@ so deployments that share a Redis never hear each other.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, String, Table, select
+from sqlalchemy import BigInteger, Column, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from models.base import Base
@@ -16,6 +16,9 @@ deployment = Table(
     "commitcast_deployment",
     Base.metadata,
     Column("id", String(36), primary_key=True),
+    # The highest change-log id that retention has deleted: a resume cursor below it
+    # cannot be served (RESYNC).
+    Column("trimmed_through", BigInteger, nullable=False, server_default="0"),
 )
 
 

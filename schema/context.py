@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,40 @@ class Auth(Protocol):
     def issue_token(self, user_id: int) -> str: ...
 
 
+class DeliveredVersions:
+    """The newest version of each record sent on one connection, so that a record never
+    goes backwards there. Bounded: the oldest entries are forgotten first."""
+
+    LIMIT = 10_000
+    _DELETED = 2**62
+
+    def __init__(self) -> None:
+        self._versions: OrderedDict[tuple[str, int], int] = OrderedDict()
+
+    def advance(self, key: tuple[str, int], version: int | None) -> bool:
+        """Record `version` for `key`; False when a newer one (or a deletion) was sent."""
+        if version is None:
+            return True
+        sent = self._versions.get(key)
+        if sent is not None and sent > version:
+            return False
+        self._remember(key, version)
+        return True
+
+    def deleted(self, key: tuple[str, int]) -> None:
+        """Ids are never reused: nothing about a deleted record may follow."""
+        self._remember(key, self._DELETED)
+
+    def forget(self, key: tuple[str, int]) -> None:
+        self._versions.pop(key, None)
+
+    def _remember(self, key: tuple[str, int], version: int) -> None:
+        self._versions[key] = version
+        self._versions.move_to_end(key)
+        if len(self._versions) > self.LIMIT:
+            self._versions.popitem(last=False)
+
+
 @dataclass(eq=False)
 class Context:
     read_sessions: async_sessionmaker[AsyncSession]
@@ -43,6 +78,8 @@ class Context:
     feed: UpdateFeed | None = None
     # graphql-transport-ws / graphql-ws put the connection_init payload here.
     connection_params: Any = None
+    # What this connection's subscriptions have sent, per record (see DeliveredVersions).
+    delivered: DeliveredVersions = field(default_factory=lambda: DeliveredVersions())
     loaders: Loaders = field(init=False)
     _session: AsyncSession | None = field(default=None, init=False)
     # One AsyncSession runs one statement at a time, but strawberry resolves sibling

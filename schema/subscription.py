@@ -12,8 +12,9 @@ from schema.context import Context, Info
 from schema.ids import encode_id
 from schema.nodes import visible_node
 from schema.types import Node
+from subscriptions.changelog import LoggedChange
 from subscriptions.changes import ChangeOp as CapturedOp
-from subscriptions.changes import Notice
+from subscriptions.cursors import encode_cursor
 
 
 @strawberry.enum
@@ -52,34 +53,53 @@ def resync(cursor: str) -> UserUpdate:
 ACCESS_ROOTS = frozenset({"Board"})
 
 
-async def present(ctx: Context, notice: Notice) -> UserUpdate | None:
-    """The update this viewer receives for a notice, or None when it is not theirs to see.
+async def present(ctx: Context, change: LoggedChange, cursor: str) -> UserUpdate | None:
+    """The update this viewer receives for a change, or None when it is not theirs to see.
 
-    The record is reloaded now, as this viewer, with authorization checked again: a
-    late or repeated notice can only deliver the newest committed state.
+    The record is reloaded now, as this viewer, with authorization checked again: a late
+    or repeated change can only deliver the newest committed state.
     """
     ctx.fresh_reads()
-    global_id = strawberry.ID(encode_id(notice.typename, notice.id))
+    key = (change.typename, change.record_id)
+    global_id = strawberry.ID(encode_id(change.typename, change.record_id))
 
     def update(op: ChangeOp, node: Node | None) -> UserUpdate:
-        return UserUpdate(
-            cursor=notice.cursor, op=op, typename=notice.typename, id=global_id, node=node
-        )
+        return UserUpdate(cursor=cursor, op=op, typename=change.typename, id=global_id, node=node)
 
-    if notice.op is CapturedOp.DELETED:
+    if change.op is CapturedOp.DELETED:
+        ctx.delivered.deleted(key)
         return update(ChangeOp.DELETED, None)
-    node = await visible_node(ctx, notice.typename, notice.id)
+    node = await visible_node(ctx, change.typename, change.record_id)
     if node is None:
-        return update(ChangeOp.DELETED, None) if notice.typename in ACCESS_ROOTS else None
-    return update(ChangeOp[notice.op.value], node)
+        if change.typename in ACCESS_ROOTS:
+            ctx.delivered.forget(key)  # access may come back (re-added as a member)
+            return update(ChangeOp.DELETED, None)
+        return None
+    # Several subscriptions of one connection reload independently: never let one of
+    # them send an older version of a record after another sent a newer one.
+    if not ctx.delivered.advance(key, getattr(node, "version", None)):
+        return None
+    return update(ChangeOp[change.op.value], node)
+
+
+def latest_per_record(batch: list[LoggedChange]) -> list[LoggedChange]:
+    """One change per record (its last), in log order: the reload shows the newest state
+    anyway, so earlier changes to the same record add nothing."""
+    last: dict[tuple[str, int], LoggedChange] = {}
+    for change in batch:
+        last.pop((change.typename, change.record_id), None)
+        last[(change.typename, change.record_id)] = change
+    return list(last.values())
 
 
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
         description="Every change to a record the viewer can see, as it is after commit. "
-        "`after` (a cursor from an earlier update) is answered with one RESYNC for now: "
-        "refetch your queries, then continue."
+        "With `after` (the cursor of the last update you received), first everything you "
+        "missed since then (the current state, one update per record), then live; RESYNC "
+        "when the cursor cannot be served (refetch your queries, then continue from the "
+        "RESYNC's cursor)."
     )
     async def user_updates(
         self, info: Info, after: str | None = strawberry.UNSET
@@ -88,20 +108,24 @@ class Subscription:
         viewer_id = ctx.require_viewer()
         if ctx.feed is None:
             raise RuntimeError("userUpdates needs a Context with a feed")
-        feed = ctx.feed
-        async with feed.notices(viewer_id) as notices:
-            # Subscribed (and confirmed) before anything is sent: nothing committed from
-            # here on can be missed.
-            if after is not None and after is not strawberry.UNSET:
-                yield resync(feed.cursor_now())
-            async for notice in notices:
-                if notice is None:
-                    item: UserUpdate | None = resync(feed.cursor_now())
-                else:
-                    item = await present(ctx, notice)
-                if item is None:
+        cursor = after if isinstance(after, str) else None
+        async with ctx.feed.open(viewer_id) as stream:
+            # Subscribed (and confirmed) before the log is read: whatever commits from
+            # here on either is in the first read or wakes us up later.
+            start = await stream.start(cursor)
+            position = start.position
+            if start.resync:
+                yield resync(encode_cursor(viewer_id, position))
+            while True:
+                batch = await stream.read(position)
+                if not batch:
+                    await stream.wait(position)
                     continue
-                yield item
-                # The update has been executed and sent by now: give the connection
-                # back to the pool instead of holding it until the next event.
-                await ctx.close()
+                for change in latest_per_record(batch):
+                    item = await present(ctx, change, encode_cursor(viewer_id, change.id))
+                    if item is not None:
+                        yield item
+                    # Sent by now: give the connection back to the pool instead of
+                    # holding it until the next change.
+                    await ctx.close()
+                position = batch[-1].id

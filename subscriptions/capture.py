@@ -8,6 +8,9 @@ it to a sink only after the outermost COMMIT.
   publishes nothing. (`after_commit` also fires on SAVEPOINT release, so the outermost
   commit is recognised by the transaction having no parent.)
 - Several writes to one record in a transaction become one change.
+- Just before the outermost COMMIT the changes are written to the change log, in the
+  same transaction as the data (subscriptions.changelog); after it, they go to the sink
+  (the relay) to be published.
 - ORM bulk UPDATE/DELETE statements skip flush events entirely; on Realtime models they
   are refused with BulkWriteRefused rather than silently not published.
 """
@@ -23,6 +26,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, aliased
 
 from models import Membership
 from models.realtime import Audience, BoardAudience, Realtime, RecordKey, UserAudience
+from subscriptions.changelog import record_changes
 from subscriptions.changes import Change, ChangeOp
 
 logger = logging.getLogger("commitcast.capture")
@@ -147,6 +151,19 @@ def _after_flush(session: Session, _flush_context: Any) -> None:
     buffer = _buffers(session).setdefault(_current_transaction(session), {})
     for change in _collect(session, captured):
         _add(buffer, change)
+
+
+@event.listens_for(CapturingSession, "before_commit")
+def _before_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a SAVEPOINT release: its changes fold into the enclosing transaction
+    # The last flush would otherwise happen after this hook, unseen by the change log.
+    session.flush()
+    root = session.get_transaction()
+    buffer = _buffers(session).get(root) if root is not None else None
+    changes = [c for c in buffer.values() if c.audience] if buffer else []
+    if changes:
+        record_changes(session, changes)
 
 
 @event.listens_for(CapturingSession, "after_commit")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass, field
 
 from models.realtime import RecordKey
@@ -24,6 +23,8 @@ class Change:
     op: ChangeOp
     version: int | None
     audience: set[int] = field(default_factory=set)
+    # Assigned when the change is written to the change log, just before COMMIT.
+    change_id: int | None = None
 
     def merge(self, later: Change) -> Change | None:
         """Fold a later change to the same record in the same transaction into this one.
@@ -46,38 +47,14 @@ class Change:
         return Change(self.key, op, version, audience)
 
 
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """What travels over the broker to one user: which record changed, and how."""
+def encode_wakeup(change_id: int) -> str:
+    """What goes over the broker: only the change id. Subscribers read the change itself
+    from the change log, so a lost or repeated message cannot lose or invent one."""
+    return str(change_id)
 
-    cursor: str
-    typename: str
-    id: int
-    op: ChangeOp
-    version: int | None
 
-    def encode(self) -> str:
-        return json.dumps(
-            {
-                "c": self.cursor,
-                "t": self.typename,
-                "i": self.id,
-                "o": self.op.value,
-                "v": self.version,
-            },
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def decode(cls, raw: str | bytes) -> Notice:
-        data = json.loads(raw)
-        return cls(
-            cursor=str(data["c"]),
-            typename=str(data["t"]),
-            id=int(data["i"]),
-            op=ChangeOp(data["o"]),
-            version=None if data["v"] is None else int(data["v"]),
-        )
+def decode_wakeup(message: str) -> int | None:
+    return int(message) if message.isdigit() else None
 
 
 def user_channel(user_id: int) -> str:

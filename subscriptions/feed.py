@@ -1,34 +1,72 @@
-"""A user's stream of change notices, from this process's broker subscription."""
+"""A user's stream of changes: read from the change log after a position, woken up by
+the broker. The broker only says "something new"; the log says what, so a lost, late
+or repeated broker message can neither lose nor duplicate a change."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from subscriptions.broker import Broker
-from subscriptions.changes import Notice, user_channel
-from subscriptions.relay import Relay
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from subscriptions.broker import Broker, Subscriber
+from subscriptions.changelog import LoggedChange, bounds, changes_since
+from subscriptions.changes import decode_wakeup, user_channel
+from subscriptions.cursors import decode_cursor
+
+READ_BATCH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where a subscription starts reading, and whether the client must refetch first
+    (its cursor was malformed, someone else's, or older than the retention)."""
+
+    position: int
+    resync: bool
+
+
+class UserStream:
+    def __init__(self, user_id: int, subscriber: Subscriber, engine: AsyncEngine) -> None:
+        self.user_id = user_id
+        self._subscriber = subscriber
+        self._engine = engine
+
+    async def start(self, cursor: str | None) -> Start:
+        async with self._engine.connect() as connection:
+            log = await bounds(connection)
+        if cursor is None:
+            return Start(log.head, resync=False)
+        position = decode_cursor(cursor, self.user_id)
+        if position is None or not log.trimmed_through <= position <= log.head:
+            return Start(log.head, resync=True)
+        return Start(position, resync=False)
+
+    async def read(self, after: int) -> list[LoggedChange]:
+        async with self._engine.connect() as connection:
+            return await changes_since(connection, self.user_id, after, READ_BATCH)
+
+    async def wait(self, after: int) -> None:
+        """Return when there may be changes after `after`: a wake-up for a newer change,
+        or a gap (broker reconnect, queue overflow) after which we must look."""
+        while True:
+            item = await self._subscriber.get()
+            if not isinstance(item, str):
+                return
+            change_id = decode_wakeup(item)
+            if change_id is None or change_id > after:
+                return
 
 
 class UpdateFeed:
-    def __init__(self, broker: Broker, relay: Relay) -> None:
+    def __init__(self, broker: Broker, engine: AsyncEngine) -> None:
         self._broker = broker
-        self._relay = relay
-
-    def cursor_now(self) -> str:
-        """A cursor that stands for "everything up to now" (sent with RESYNC)."""
-        return self._relay.next_cursor()
+        self._engine = engine
 
     @asynccontextmanager
-    async def notices(self, user_id: int) -> AsyncIterator[AsyncIterator[Notice | None]]:
-        """Yield an iterator of the user's notices; None where notices were lost.
-
-        The channel is live (SUBSCRIBE confirmed) before this returns.
-        """
+    async def open(self, user_id: int) -> AsyncIterator[UserStream]:
+        """Subscribe to the user's wake-ups (confirmed before this returns: read the log
+        only after, so nothing committed in between can slip through)."""
         async with self._broker.subscribe(user_channel(user_id)) as subscriber:
-
-            async def iterate() -> AsyncIterator[Notice | None]:
-                async for item in subscriber:
-                    yield Notice.decode(item) if isinstance(item, str) else None
-
-            yield iterate()
+            yield UserStream(user_id, subscriber, self._engine)

@@ -1,96 +1,121 @@
-"""The relay: after a commit, publish each change to the channel of every user in its
-audience, off the request path.
+"""The relay: after a commit, wake every user a change concerns, off the request path;
+and, in every process, publish what nobody published and trim the change log.
 
 The capture hook hands over committed changes synchronously (SQLAlchemy events cannot
-await); the relay's own task publishes them in commit order. While the broker is down
-it keeps them in memory, logs, and retries with backoff, so a broker failure never
-fails a committed mutation and the changes go out when the broker is back.
+await); the relay's task publishes them in commit order, then marks them published.
+While the broker is down it logs and retries with backoff, so a broker failure never
+fails a committed mutation. A process that dies between commit and publish leaves
+unpublished rows in the change log: every process sweeps for those and publishes them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from models import utcnow
 from subscriptions.broker import Broker
-from subscriptions.changes import Change, Notice, user_channel
+from subscriptions.changelog import mark_published, trim, unpublished
+from subscriptions.changes import Change, encode_wakeup, user_channel
 
 logger = logging.getLogger("commitcast.relay")
 
 MAX_RETRY_DELAY = 5.0
 STOP_TIMEOUT = 5.0
+SWEEP_INTERVAL = 2.0
+# A change still unpublished this long after its commit was orphaned by its process.
+SWEEP_AGE = timedelta(seconds=5)
+SWEEP_BATCH = 500
+TRIM_INTERVAL = 60.0
 
 
 class Relay:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, engine: AsyncEngine, retention: timedelta) -> None:
         self._broker = broker
+        # Its statements say "[relay]" in SQL logs (and statement counters can tell
+        # them from the requests').
+        self._engine = engine.execution_options(logging_token="relay")
+        self._retention = retention
         self._queue: asyncio.Queue[list[Change]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        # Cursors are unique per process and increase in publish order.
-        self._epoch = time.time_ns()
-        self._sequence = itertools.count(1)
+        self._tasks: list[asyncio.Task[None]] = []
         self.published = 0
+        self.swept = 0
 
     def submit(self, changes: list[Change]) -> None:
         """Called from the after-commit hook on the event loop thread: never blocks."""
         self._queue.put_nowait(changes)
-
-    def next_cursor(self) -> str:
-        return f"{self._epoch:x}-{next(self._sequence):x}"
 
     async def idle(self) -> None:
         """Return once every change submitted so far has been published."""
         await self._queue.join()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="change-relay")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="change-relay"),
+            asyncio.create_task(self._every(SWEEP_INTERVAL, self.sweep), name="change-sweeper"),
+            asyncio.create_task(self._every(TRIM_INTERVAL, self.trim), name="change-log-trim"),
+        ]
 
     async def stop(self) -> None:
-        """Publish what is queued (bounded by STOP_TIMEOUT), then stop."""
-        if self._task is None:
+        """Publish what is queued (bounded by STOP_TIMEOUT), then stop. Whatever is left
+        stays in the change log for another process's sweeper."""
+        if not self._tasks:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_TIMEOUT):
                 await self.idle()
         if not self._queue.empty():
-            logger.error("stopping with %d unpublished change batches", self._queue.qsize())
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+            logger.warning(
+                "stopping with %d unpublished change batches (left to the sweeper)",
+                self._queue.qsize(),
+            )
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def sweep(self) -> int:
+        """Publish changes committed more than SWEEP_AGE ago and still unpublished."""
+        async with self._engine.begin() as connection:
+            orphans = await unpublished(connection, utcnow() - SWEEP_AGE, SWEEP_BATCH)
+            if orphans:
+                logger.warning("publishing %d orphaned changes", len(orphans))
+                await self._publish_once(orphans)
+                self.swept += len(orphans)
+        return len(orphans)
+
+    async def trim(self) -> int:
+        deleted = await trim(self._engine, self._retention)
+        if deleted:
+            logger.info("trimmed %d changes older than %s", deleted, self._retention)
+        return deleted
 
     async def _run(self) -> None:
         while True:
             changes = await self._queue.get()
             try:
-                await self._publish(changes)
+                await self._publish_with_retry(changes)
             finally:
                 self._queue.task_done()
 
-    async def _publish(self, changes: list[Change]) -> None:
-        messages: list[tuple[str, str]] = []
-        for change in changes:
-            notice = Notice(
-                cursor=self.next_cursor(),
-                typename=change.key.typename,
-                id=change.key.id,
-                op=change.op,
-                version=change.version,
-            ).encode()
-            messages.extend((user_channel(user), notice) for user in sorted(change.audience))
+    async def _publish_with_retry(self, changes: list[Change]) -> None:
         delay = 0.1
         while True:
             try:
-                await self._broker.publish_many(messages)
+                await self._publish_once(changes)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.warning(
-                    "publishing %d notices failed (%s: %s); retrying in %.1f s",
-                    len(messages),
+                    "publishing %d changes failed (%s: %s); retrying in %.1f s",
+                    len(changes),
                     type(exc).__name__,
                     exc,
                     delay,
@@ -98,5 +123,31 @@ class Relay:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY)
                 continue
-            self.published += len(messages)
             return
+
+    async def _publish_once(self, changes: list[Change]) -> None:
+        # One wake-up per user and batch is enough: the subscriber reads everything
+        # after its position from the change log.
+        newest: dict[int, int] = {}
+        for change in changes:
+            if change.change_id is None:
+                continue
+            for user in change.audience:
+                newest[user] = max(newest.get(user, 0), change.change_id)
+        messages = [(user_channel(u), encode_wakeup(c)) for u, c in sorted(newest.items())]
+        await self._broker.publish_many(messages)
+        self.published += len(messages)
+        ids = [c.change_id for c in changes if c.change_id is not None]
+        if ids:
+            await mark_published(self._engine, ids)
+
+    @staticmethod
+    async def _every(seconds: float, job: Callable[[], Awaitable[int]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("%s failed; trying again in %.0f s", job.__name__, seconds)

@@ -158,6 +158,16 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        # Each accepted connection: its client-side writer and, once connected, the
+        # upstream one. cut() aborts both sides of every link.
+        self._links: dict[asyncio.StreamWriter, asyncio.StreamWriter | None] = {}
+        self.cuts = 0
+        """How many connections cut() has severed, over the proxy's life."""
+
+    @property
+    def connections(self) -> int:
+        """How many client connections are open through the proxy right now."""
+        return len(self._links)
 
     def hold(self) -> None:
         self._gate.clear()
@@ -171,6 +181,19 @@ class TcpProxy:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
+
+    def cut(self) -> int:
+        """Sever every connection open right now, like a network failure: both sides
+        are reset (no goodbye), and each endpoint sees its peer vanish. The proxy keeps
+        listening, so new connections go through. Returns how many were cut."""
+        links = list(self._links.items())
+        self._links.clear()
+        for client, upstream in links:
+            for writer in (client, upstream):
+                if writer is not None:
+                    writer.transport.abort()
+        self.cuts += len(links)
+        return len(links)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -188,6 +211,7 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        self._links[writer] = None
         if not self._gate.is_set():
             self.held += 1
             try:
@@ -199,13 +223,32 @@ class TcpProxy:
                 "127.0.0.1", self.target_port
             )
         except OSError:
+            self._forget(writer)
             writer.close()
             return
+        if writer not in self._links:  # cut while connecting upstream
+            upstream_writer.transport.abort()
+            return
         self._writers.add(upstream_writer)
-        for source, sink in ((reader, upstream_writer), (upstream_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
+        self._links[writer] = upstream_writer
+        pipes = [
+            asyncio.create_task(self._pipe(source, sink))
+            for source, sink in ((reader, upstream_writer), (upstream_reader, writer))
+        ]
+        for task in pipes:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+        def finished(_task: asyncio.Task[None]) -> None:
+            if all(pipe.done() for pipe in pipes):
+                self._forget(writer)
+
+        for task in pipes:
+            task.add_done_callback(finished)
+
+    def _forget(self, writer: asyncio.StreamWriter) -> None:
+        # Only the bookkeeping of open links: stop() still closes every writer.
+        self._links.pop(writer, None)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()

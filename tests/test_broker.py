@@ -17,6 +17,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -25,7 +26,11 @@ import pytest
 import redis.asyncio as redis
 from broadcaster._base import Event
 from redis.exceptions import RedisError
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from models import change_log
+from models.database import create_engine
 from models.realtime import RecordKey
 from subscriptions.backends import GAP, MemoryBackend, RedisBackend, _Gap
 from subscriptions.broker import (
@@ -35,7 +40,8 @@ from subscriptions.broker import (
     Subscriber,
     broker_from_url,
 )
-from subscriptions.changes import Change, ChangeOp, Notice, user_channel
+from subscriptions.changelog import record_changes
+from subscriptions.changes import Change, ChangeOp, user_channel
 from subscriptions.relay import Relay
 from tests.redis_server import RedisServer, redis_server, tcp_proxy
 
@@ -634,27 +640,42 @@ async def test_listener_logs_unexpected_errors_reports_a_gap_and_keeps_deliverin
 # The relay -------------------------------------------------------------------------
 
 
+async def logged(engine: AsyncEngine, *changes: Change) -> list[Change]:
+    """Write `changes` to the change log, as a commit would, giving them their ids."""
+    async with AsyncSession(engine) as session:
+        await session.run_sync(lambda sync: record_changes(sync, list(changes)))
+        await session.commit()
+    return list(changes)
+
+
 async def test_relay_retries_through_a_broker_outage_and_loses_nothing(
-    own_redis: RedisServer, open_broker: OpenBroker, caplog: pytest.LogCaptureFixture
+    own_redis: RedisServer,
+    open_broker: OpenBroker,
+    sqlite_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="commitcast.relay")
     url = own_redis.url()
-    relay = Relay(await open_broker(url))
+    engine = create_engine(sqlite_url)
+    relay = Relay(await open_broker(url), engine, timedelta(days=1))
     await relay.start()
     try:
-        # Up: a change reaches its audience.
+        # Up: a change wakes up its audience with its change id.
         listener = await open_broker(url)
         async with listener.subscribe(user_channel(1)) as ann:
-            relay.submit([Change(RecordKey("Card", 7), ChangeOp.UPDATED, 2, {1})])
-            first = Notice.decode(str(await receive(ann)))
-            assert (first.typename, first.id, first.op, first.version) == (
-                "Card", 7, ChangeOp.UPDATED, 2,
-            )  # fmt: skip
+            relay.submit(
+                await logged(engine, Change(RecordKey("Card", 7), ChangeOp.UPDATED, 2, {1}))
+            )
+            assert await receive(ann) == "1"
 
         # Down: committed changes keep coming; the relay keeps them and retries.
         await own_redis.stop()
-        relay.submit([Change(RecordKey("Card", 7), ChangeOp.UPDATED, 3, {1, 2})])
-        relay.submit([Change(RecordKey("Comment", 9), ChangeOp.CREATED, 1, {1})])
+        relay.submit(
+            await logged(engine, Change(RecordKey("Card", 7), ChangeOp.UPDATED, 3, {1, 2}))
+        )
+        relay.submit(
+            await logged(engine, Change(RecordKey("Comment", 9), ChangeOp.CREATED, 1, {1}))
+        )
 
         # Let the relay back off until its next attempt is 1.6 s away (five failures of
         # 0.1, 0.2, 0.4, 0.8, 1.6 s delays): room to bring Redis back and subscribe
@@ -681,22 +702,22 @@ async def test_relay_retries_through_a_broker_outage_and_loses_nothing(
             subscriber_broker.subscribe(user_channel(1)) as ann,
             subscriber_broker.subscribe(user_channel(2)) as bob,
         ):
-            to_ann = [Notice.decode(str(item)) for item in await receive_n(ann, 2)]
-            to_bob = [Notice.decode(str(item)) for item in await receive_n(bob, 1)]
+            to_ann = await receive_n(ann, 2)
+            to_bob = await receive_n(bob, 1)
+            await relay.idle()
 
-        assert [(n.typename, n.id, n.op, n.version) for n in to_ann] == [
-            ("Card", 7, ChangeOp.UPDATED, 3),
-            ("Comment", 9, ChangeOp.CREATED, 1),
-        ]
-        assert [(n.typename, n.id, n.op, n.version) for n in to_bob] == [
-            ("Card", 7, ChangeOp.UPDATED, 3),
-        ]
-        # Cursors follow commit order.
-        cursors = [first.cursor, *(n.cursor for n in to_ann)]
-        assert cursors == sorted(cursors, key=lambda c: int(c.split("-")[1], 16))
-        assert to_bob[0].cursor == to_ann[0].cursor
+        # Wake-ups in commit order, each naming the newest change for that user.
+        assert to_ann == ["2", "3"]
+        assert to_bob == ["2"]
         assert relay.published == 4
         # Its first attempt after Redis came back worked (no stale connection tripped it).
         assert relay_failures() == failures
+        # Published changes are marked: the sweeper leaves them alone.
+        async with engine.connect() as connection:
+            unmarked = await connection.scalar(
+                select(func.count()).where(change_log.c.published_at.is_(None))
+            )
+        assert unmarked == 0
     finally:
         await relay.stop()
+        await engine.dispose()

@@ -1,0 +1,177 @@
+"""Reading and writing the change log (models.changelog).
+
+Commit order: on PostgreSQL, sequence values are handed out before commit, so a
+transaction that took id 10 can commit after one that took id 11, and a reader that saw
+11 would skip 10 forever. Here ids are taken only at the very end of a transaction,
+under a transaction-scoped advisory lock that is held until COMMIT: the next
+transaction's ids come after this one's commit. So every id a reader can see has all
+smaller ids of the log committed before it, and "everything after N" has no holes.
+SQLite has one writer at a time, which gives the same order by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm import Session
+
+from models import change_audience, change_log, utcnow
+from models.deployment import deployment
+from models.realtime import RecordKey
+from subscriptions.changes import Change, ChangeOp
+
+# Any constant: it only has to be the same for every process of a deployment.
+_COMMIT_ORDER_LOCK = 0x636F6D6D6974_01
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedChange:
+    id: int
+    typename: str
+    record_id: int
+    op: ChangeOp
+    version: int | None
+
+
+def record_changes(session: Session, changes: Sequence[Change]) -> None:
+    """Write `changes` (and who they concern) in the session's transaction, just before
+    COMMIT, and give each its change id. Runs inside a SQLAlchemy event: synchronous."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _COMMIT_ORDER_LOCK})
+    now = utcnow()
+    ids = (
+        connection.execute(
+            insert(change_log).returning(change_log.c.id, sort_by_parameter_order=True),
+            [
+                {
+                    "committed_at": now,
+                    "typename": change.key.typename,
+                    "record_id": change.key.id,
+                    "op": change.op.value,
+                    "version": change.version,
+                }
+                for change in changes
+            ],
+        )
+        .scalars()
+        .all()
+    )
+    audience: list[dict[str, int]] = []
+    for change, change_id in zip(changes, ids, strict=True):
+        change.change_id = change_id
+        audience.extend({"user_id": user, "change_id": change_id} for user in change.audience)
+    if audience:
+        connection.execute(insert(change_audience), audience)
+
+
+async def changes_since(
+    connection: AsyncConnection, user_id: int, after: int, limit: int
+) -> list[LoggedChange]:
+    """The user's changes with ids above `after`, oldest first, at most `limit`."""
+    rows = await connection.execute(
+        select(
+            change_log.c.id,
+            change_log.c.typename,
+            change_log.c.record_id,
+            change_log.c.op,
+            change_log.c.version,
+        )
+        .join(change_audience, change_audience.c.change_id == change_log.c.id)
+        .where(change_audience.c.user_id == user_id, change_audience.c.change_id > after)
+        .order_by(change_audience.c.change_id)
+        .limit(limit)
+    )
+    return [
+        LoggedChange(row.id, row.typename, row.record_id, ChangeOp(row.op), row.version)
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class LogBounds:
+    """`head`: the newest change id (resume from here = "from now on").
+    `trimmed_through`: retention deleted every change up to here."""
+
+    head: int
+    trimmed_through: int
+
+
+async def bounds(connection: AsyncConnection) -> LogBounds:
+    trimmed = int(await connection.scalar(select(deployment.c.trimmed_through)) or 0)
+    newest = await connection.scalar(select(func.max(change_log.c.id)))
+    return LogBounds(head=max(int(newest or 0), trimmed), trimmed_through=trimmed)
+
+
+async def mark_published(engine: AsyncEngine, ids: Sequence[int]) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(change_log).where(change_log.c.id.in_(ids)).values(published_at=utcnow())
+        )
+
+
+async def unpublished(
+    connection: AsyncConnection, older_than: datetime, limit: int
+) -> list[Change]:
+    """Committed changes nobody published (their process died between commit and
+    publish), locked against other sweepers where the database can (SKIP LOCKED)."""
+    rows = (
+        await connection.execute(
+            select(
+                change_log.c.id,
+                change_log.c.typename,
+                change_log.c.record_id,
+                change_log.c.op,
+                change_log.c.version,
+            )
+            .where(change_log.c.published_at.is_(None), change_log.c.committed_at < older_than)
+            .order_by(change_log.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    if not rows:
+        return []
+    audiences: dict[int, set[int]] = {row.id: set() for row in rows}
+    for change_id, user_id in await connection.execute(
+        select(change_audience.c.change_id, change_audience.c.user_id).where(
+            change_audience.c.change_id.in_(audiences)
+        )
+    ):
+        audiences[change_id].add(user_id)
+    return [
+        Change(
+            RecordKey(row.typename, row.record_id),
+            ChangeOp(row.op),
+            row.version,
+            audiences[row.id],
+            change_id=row.id,
+        )
+        for row in rows
+    ]
+
+
+async def trim(engine: AsyncEngine, retention: timedelta) -> int:
+    """Delete changes older than `retention`; return how many. The watermark makes a
+    cursor into the deleted range answer RESYNC instead of silently skipping."""
+    cutoff = utcnow() - retention
+    async with engine.begin() as connection:
+        last = await connection.scalar(
+            select(func.max(change_log.c.id)).where(change_log.c.committed_at < cutoff)
+        )
+        if last is None:
+            return 0
+        await connection.execute(
+            change_audience.delete().where(change_audience.c.change_id <= last)
+        )
+        deleted = await connection.execute(change_log.delete().where(change_log.c.id <= last))
+        await connection.execute(
+            update(deployment)
+            .where(deployment.c.trimmed_through < last)
+            .values(trimmed_through=last)
+        )
+        return deleted.rowcount
