@@ -109,12 +109,11 @@ class Subscription:
         if ctx.feed is None:
             raise RuntimeError("userUpdates needs a Context with a feed")
         cursor = after if isinstance(after, str) else None
-        async with ctx.feed.open(viewer_id) as stream:
+        async with ctx.feed.open(viewer_id, cursor) as stream:
             # Subscribed (and confirmed) before the log is read: whatever commits from
             # here on either is in the first read or wakes us up later.
-            start = await stream.start(cursor)
-            position = start.position
-            if start.resync:
+            position = stream.start.position
+            if stream.start.resync:
                 yield resync(encode_cursor(viewer_id, position))
             while True:
                 batch = await stream.read(position)

@@ -107,11 +107,10 @@ async def bounds(connection: AsyncConnection) -> LogBounds:
     return LogBounds(head=max(int(newest or 0), trimmed), trimmed_through=trimmed)
 
 
-async def mark_published(engine: AsyncEngine, ids: Sequence[int]) -> None:
-    async with engine.begin() as connection:
-        await connection.execute(
-            update(change_log).where(change_log.c.id.in_(ids)).values(published_at=utcnow())
-        )
+async def mark_published(connection: AsyncConnection, ids: Sequence[int]) -> None:
+    await connection.execute(
+        update(change_log).where(change_log.c.id.in_(ids)).values(published_at=utcnow())
+    )
 
 
 async def unpublished(

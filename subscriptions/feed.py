@@ -27,21 +27,25 @@ class Start:
     resync: bool
 
 
+async def starting_point(engine: AsyncEngine, user_id: int, cursor: str | None) -> Start:
+    async with engine.connect() as connection:
+        log = await bounds(connection)
+    if cursor is None:
+        return Start(log.head, resync=False)
+    position = decode_cursor(cursor, user_id)
+    if position is None or not log.trimmed_through <= position <= log.head:
+        return Start(log.head, resync=True)
+    return Start(position, resync=False)
+
+
 class UserStream:
-    def __init__(self, user_id: int, subscriber: Subscriber, engine: AsyncEngine) -> None:
+    def __init__(
+        self, user_id: int, start: Start, subscriber: Subscriber, engine: AsyncEngine
+    ) -> None:
         self.user_id = user_id
+        self.start = start
         self._subscriber = subscriber
         self._engine = engine
-
-    async def start(self, cursor: str | None) -> Start:
-        async with self._engine.connect() as connection:
-            log = await bounds(connection)
-        if cursor is None:
-            return Start(log.head, resync=False)
-        position = decode_cursor(cursor, self.user_id)
-        if position is None or not log.trimmed_through <= position <= log.head:
-            return Start(log.head, resync=True)
-        return Start(position, resync=False)
 
     async def read(self, after: int) -> list[LoggedChange]:
         async with self._engine.connect() as connection:
@@ -65,8 +69,11 @@ class UpdateFeed:
         self._engine = engine
 
     @asynccontextmanager
-    async def open(self, user_id: int) -> AsyncIterator[UserStream]:
-        """Subscribe to the user's wake-ups (confirmed before this returns: read the log
-        only after, so nothing committed in between can slip through)."""
+    async def open(self, user_id: int, cursor: str | None) -> AsyncIterator[UserStream]:
+        """Fix the starting point (now, or the cursor's), then subscribe to the user's
+        wake-ups (confirmed before this returns). Reading the log after both means that
+        nothing committed since the request can slip through, however long the
+        subscription took to be confirmed."""
+        start = await starting_point(self._engine, user_id, cursor)
         async with self._broker.subscribe(user_channel(user_id)) as subscriber:
-            yield UserStream(user_id, subscriber, self._engine)
+            yield UserStream(user_id, start, subscriber, self._engine)

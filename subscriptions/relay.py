@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from models import utcnow
 from subscriptions.broker import Broker
@@ -87,7 +87,9 @@ class Relay:
             orphans = await unpublished(connection, utcnow() - SWEEP_AGE, SWEEP_BATCH)
             if orphans:
                 logger.warning("publishing %d orphaned changes", len(orphans))
-                await self._publish_once(orphans)
+                # Marked in the transaction that locked them: another connection would
+                # wait for those very row locks.
+                await self._publish_once(orphans, connection)
                 self.swept += len(orphans)
         return len(orphans)
 
@@ -125,7 +127,9 @@ class Relay:
                 continue
             return
 
-    async def _publish_once(self, changes: list[Change]) -> None:
+    async def _publish_once(
+        self, changes: list[Change], connection: AsyncConnection | None = None
+    ) -> None:
         # One wake-up per user and batch is enough: the subscriber reads everything
         # after its position from the change log.
         newest: dict[int, int] = {}
@@ -138,8 +142,13 @@ class Relay:
         await self._broker.publish_many(messages)
         self.published += len(messages)
         ids = [c.change_id for c in changes if c.change_id is not None]
-        if ids:
-            await mark_published(self._engine, ids)
+        if not ids:
+            return
+        if connection is not None:
+            await mark_published(connection, ids)
+            return
+        async with self._engine.begin() as own:
+            await mark_published(own, ids)
 
     @staticmethod
     async def _every(seconds: float, job: Callable[[], Awaitable[int]]) -> None:

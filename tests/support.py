@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 from argon2 import PasswordHasher
 
 import models
@@ -119,3 +122,16 @@ class GraphQLClient:
         )
         comment_id: str = data["addComment"]["id"]
         return comment_id
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 10.0) -> None:
+    """Poll `check` until it returns True, failing after `within` seconds. For state
+    that offers nothing to await (a counter in another task, an external server)."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                if await check():
+                    return
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        pytest.fail(f"timed out after {within} s waiting for {what}")

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
@@ -44,6 +44,7 @@ from subscriptions.changelog import record_changes
 from subscriptions.changes import Change, ChangeOp, user_channel
 from subscriptions.relay import Relay
 from tests.redis_server import RedisServer, redis_server, tcp_proxy
+from tests.support import eventually
 
 WAIT = 10.0
 """Upper bound for anything that should happen "soon" (typically milliseconds)."""
@@ -85,18 +86,6 @@ def queued(subscriber: Subscriber) -> list[Item]:
         while True:
             items.append(subscriber._queue.get_nowait())
     return items
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = WAIT) -> None:
-    """Poll `check` until it returns True, failing after `within` seconds."""
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                if await check():
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        pytest.fail(f"timed out after {within} s waiting for {what}")
 
 
 async def numsub(client: redis.Redis, channel: str) -> int:
