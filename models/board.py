@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import enum
 
-from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.base import NEVER_REUSE_IDS, Base, Record
-from models.card import Card
+from models.card import Card, Comment
 from models.realtime import BoardAudience, Realtime, RecordKey
 
 
@@ -62,3 +62,23 @@ class Membership(Realtime, Record, Base):
 
     def realtime_parents(self) -> tuple[RecordKey, ...]:
         return (RecordKey("Board", self.board_id),)
+
+    def realtime_grants(self, session: Session) -> tuple[int, list[RecordKey]]:
+        """A new member may now see everything on the board, including what changed
+        while they were not a member (a re-added member's cache may hold old copies):
+        every record of the board is announced to them once."""
+        keys = [RecordKey("Board", self.board_id)]
+        keys += [
+            RecordKey("Membership", pk)
+            for pk in session.scalars(
+                select(Membership.id).where(Membership.board_id == self.board_id)
+            )
+        ]
+        card_ids = list(session.scalars(select(Card.id).where(Card.board_id == self.board_id)))
+        keys += [RecordKey("Card", pk) for pk in card_ids]
+        if card_ids:
+            keys += [
+                RecordKey("Comment", pk)
+                for pk in session.scalars(select(Comment.id).where(Comment.card_id.in_(card_ids)))
+            ]
+        return self.user_id, keys

@@ -60,11 +60,19 @@ def create_sessionmakers(
 ) -> tuple[async_sessionmaker[AsyncSession], async_sessionmaker[AsyncSession]]:
     """Return (read sessions, write sessions); `options` go to both sessionmakers.
 
-    Write sessions differ only on SQLite, where they begin IMMEDIATE. Objects stay
-    usable after commit (expire_on_commit=False) because resolvers build the response
-    from them after the transaction has ended.
+    A read session sees one snapshot for its whole transaction (REPEATABLE READ on
+    PostgreSQL; SQLite's WAL readers already do): a query resolves over several
+    statements, and a record deleted half-way must not leave a dangling reference in
+    the answer. Write sessions begin IMMEDIATE on SQLite. Objects stay usable after
+    commit (expire_on_commit=False) because resolvers build the response from them
+    after the transaction has ended.
     """
-    read = async_sessionmaker(engine, expire_on_commit=False, **options)
+    read_engine = (
+        engine
+        if is_sqlite(str(engine.url))
+        else engine.execution_options(isolation_level="REPEATABLE READ")
+    )
+    read = async_sessionmaker(read_engine, expire_on_commit=False, **options)
     write = async_sessionmaker(
         engine.execution_options(**{SQLITE_IMMEDIATE: True}), expire_on_commit=False, **options
     )

@@ -7,7 +7,9 @@ A model says three things:
   and everyone who shares a board with them);
 - `realtime_parents()`: records whose lists contain this one (a card's board lists its
   cards). They are announced as UPDATED when this record is created or deleted, or when
-  one of `realtime_parent_attributes` changes (a card's position reorders the list).
+  one of `realtime_parent_attributes` changes (a card's position reorders the list);
+- `realtime_grants(session)`: records a user may see once this one exists (a new
+  membership grants its user the board's contents), announced to that user.
 """
 
 from __future__ import annotations
@@ -56,3 +58,9 @@ class Realtime:
 
     def realtime_parents(self) -> tuple[RecordKey, ...]:
         return ()
+
+    def realtime_grants(self, session: Session) -> tuple[int, list[RecordKey]] | None:
+        """When creating this record lets a user see other records (a membership lets
+        its user see the board's contents): (user id, those records). They are
+        announced to that user as UPDATED."""
+        return None

@@ -122,6 +122,10 @@ def _collect(session: Session, objects: Iterable[tuple[Realtime, ChangeOp, bool]
                 Change(parent, ChangeOp.UPDATED, None, set(users))
                 for parent in obj.realtime_parents()
             )
+        grants = obj.realtime_grants(session) if op is ChangeOp.CREATED else None
+        if grants is not None:
+            grantee, keys = grants
+            changes.extend(Change(k, ChangeOp.UPDATED, None, {grantee}) for k in keys)
     return changes
 
 

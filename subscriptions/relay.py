@@ -39,7 +39,7 @@ class Relay:
         self._broker = broker
         # Its statements say "[relay]" in SQL logs (and statement counters can tell
         # them from the requests').
-        self._engine = engine.execution_options(logging_token="relay")
+        self._engine = engine.execution_options(logging_token="relay")  # noqa: S106 - a log tag
         self._retention = retention
         self._queue: asyncio.Queue[list[Change]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []

@@ -145,6 +145,8 @@ class TcpProxy:
     before SUBSCRIBE was confirmed"); the sleeps here are the simulated network, not
     synchronization. `hold()` keeps new connections waiting (accepted, nothing
     forwarded) until `release()`, which freezes a client in the middle of connecting.
+    `cut()` severs every open connection at once (a network failure, as the
+    convergence test's fault injector uses it); new ones still go through.
     """
 
     def __init__(self, target_port: int, latency: float = 0.0) -> None:
@@ -163,6 +165,7 @@ class TcpProxy:
         self._links: dict[asyncio.StreamWriter, asyncio.StreamWriter | None] = {}
         self.cuts = 0
         """How many connections cut() has severed, over the proxy's life."""
+        self._stopping = False
 
     @property
     def connections(self) -> int:
@@ -196,6 +199,8 @@ class TcpProxy:
         return len(links)
 
     async def stop(self) -> None:
+        self._stopping = True
+        self._gate.set()  # held connections give up (see _accept) instead of hanging
         if self._server is not None:
             self._server.close()
         for task in list(self._tasks):
@@ -218,6 +223,10 @@ class TcpProxy:
                 await self._gate.wait()
             finally:
                 self.held -= 1
+        if self._stopping:
+            self._forget(writer)
+            writer.close()
+            return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(
                 "127.0.0.1", self.target_port
@@ -226,8 +235,9 @@ class TcpProxy:
             self._forget(writer)
             writer.close()
             return
-        if writer not in self._links:  # cut while connecting upstream
+        if writer not in self._links or self._stopping:  # cut or stopped meanwhile
             upstream_writer.transport.abort()
+            writer.transport.abort()
             return
         self._writers.add(upstream_writer)
         self._links[writer] = upstream_writer

@@ -9,6 +9,7 @@ counts; CONVERGENCE_SEED=<n> replays a run's random choices (the timing differs)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -61,6 +62,8 @@ async def test_a_cut_severs_open_connections_and_new_ones_go_through() -> None:
         async with asyncio.timeout(5):
             assert await reader.read(1024) == b""
         writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(b"again")
         assert await asyncio.wait_for(reader.readexactly(5), 5) == b"again"

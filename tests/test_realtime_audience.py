@@ -76,12 +76,18 @@ async def test_every_mutation_reaches_exactly_its_audience(realtime: Realtime) -
         )
 
         bob_membership = await api.add_member(ann, board, bob, "EDITOR")
-        await expect(
-            "Ann Bob", ("CREATED", "Membership", bob_membership), ("UPDATED", "Board", board)
-        )
+        joined = [("CREATED", "Membership", bob_membership), ("UPDATED", "Board", board)]
+        await expect("Ann", *joined)
+        # A new member is also given everything already on the board, once.
+        await expect("Bob", *joined, ("UPDATED", "Membership", owner_membership))
         cat_membership = await api.add_member(ann, board, cat, "VIEWER")
+        joined = [("CREATED", "Membership", cat_membership), ("UPDATED", "Board", board)]
+        await expect("Ann Bob", *joined)
         await expect(
-            "Ann Bob Cat", ("CREATED", "Membership", cat_membership), ("UPDATED", "Board", board)
+            "Cat",
+            *joined,
+            ("UPDATED", "Membership", owner_membership),
+            ("UPDATED", "Membership", bob_membership),
         )
 
         card = await api.card(bob, board, "Draft")

@@ -239,3 +239,37 @@ async def write_as_a_crashed_process(server: LiveServer, card_pk: int) -> None:
         card = await session.get(models.Card, card_pk)
         assert card is not None
         card.title = "from a crashed process"
+
+
+async def test_a_re_added_member_catches_up_on_what_changed_while_out(
+    realtime: Realtime,
+) -> None:
+    """Removed, then re-added while disconnected: on resume the member receives the
+    current state of the board's records, not just the new membership."""
+    api, url = realtime.api, realtime.server.ws_url
+    ann, bob, board = await team(api)
+    card = await api.card(ann, board, "before")
+    await realtime.server.runtime.relay.idle()
+    async with graphql_socket(url, bob.token) as socket:
+        await subscribe(socket)
+        await api.data(UPDATE_TITLE, {"id": card, "t": "seen"}, token=ann.token)
+        cursor = (await until(socket, ("UPDATED", "Card", card)))[-1]["cursor"]
+
+    membership = (
+        await api.data(
+            "query($id: ID!) { board(id: $id) { members { id user { id } } } }",
+            {"id": board},
+            token=ann.token,
+        )
+    )["board"]["members"]
+    bob_membership = next(m["id"] for m in membership if m["user"]["id"] == bob.id)
+    await api.data(
+        "mutation($id: ID!) { removeMember(id: $id) }", {"id": bob_membership}, token=ann.token
+    )
+    await api.data(UPDATE_TITLE, {"id": card, "t": "changed while Bob was out"}, token=ann.token)
+    await api.add_member(ann, board, bob, "EDITOR")
+
+    async with graphql_socket(url, bob.token) as socket:
+        await subscribe(socket, after=cursor)
+        updates = await until(socket, ("UPDATED", "Card", card))
+    assert updates[-1]["node"]["title"] == "changed while Bob was out"

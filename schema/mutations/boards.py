@@ -13,7 +13,12 @@ from schema.context import Info
 from schema.errors import bad_input, forbidden
 from schema.ids import decode_typed_id
 from schema.inputs import AddMemberInput, CreateBoardInput, UpdateBoardInput, given
-from schema.mutations.common import check_version, get_or_not_found, write_record
+from schema.mutations.common import (
+    check_version,
+    get_or_not_found,
+    lock_parent,
+    write_record,
+)
 from schema.permissions import ANY_MEMBER, MANAGE_BOARD, require_member, role_on_board
 from schema.types import Board, Membership
 
@@ -59,10 +64,13 @@ class BoardMutations:
         pk = decode_typed_id(id, "Board", field="id")
         async with ctx.write() as session:
             await require_member(session, viewer_id, pk, MANAGE_BOARD, "Board", "delete a board")
-            # Load the children so the unit of work deletes (and sees) every one.
+            # Load the children so the unit of work deletes (and sees) every one. The
+            # lock comes first: a card being added concurrently (it holds KEY SHARE on
+            # the board) either commits before we load the children or finds no board.
             board = await session.scalar(
                 select(models.Board)
                 .where(models.Board.id == pk)
+                .with_for_update()
                 .options(
                     selectinload(models.Board.memberships),
                     selectinload(models.Board.cards).selectinload(models.Card.comments),
@@ -81,6 +89,7 @@ class BoardMutations:
         email = validation.email("email", input.email)
         try:
             async with ctx.write() as session:
+                await lock_parent(session, models.Board, board_pk)
                 await require_member(
                     session, viewer_id, board_pk, MANAGE_BOARD, "Board", "add members"
                 )

@@ -13,7 +13,12 @@ from schema.context import Info
 from schema.errors import bad_input, not_found
 from schema.ids import decode_typed_id
 from schema.inputs import CreateCardInput, UpdateCardInput, given
-from schema.mutations.common import check_version, get_or_not_found, write_record
+from schema.mutations.common import (
+    check_version,
+    get_or_not_found,
+    lock_parent,
+    write_record,
+)
 from schema.permissions import EDIT_CARDS, require_member, role_on_board
 from schema.types import Card
 
@@ -51,6 +56,7 @@ class CardMutations:
             else None
         )
         async with ctx.write() as session:
+            await lock_parent(session, models.Board, board_pk)
             await require_member(session, viewer_id, board_pk, EDIT_CARDS, "Board", "create cards")
             if assignee_pk is not None:
                 await _check_assignee(session, assignee_pk, board_pk)

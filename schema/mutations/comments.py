@@ -11,7 +11,12 @@ from schema.context import Info
 from schema.errors import forbidden
 from schema.ids import decode_typed_id
 from schema.inputs import AddCommentInput, UpdateCommentInput, given
-from schema.mutations.common import check_version, get_or_not_found, write_record
+from schema.mutations.common import (
+    check_version,
+    get_or_not_found,
+    lock_parent,
+    write_record,
+)
 from schema.permissions import COMMENT, MANAGE_BOARD, require_member
 from schema.types import Comment
 
@@ -36,6 +41,7 @@ class CommentMutations:
         card_pk = decode_typed_id(input.card_id, "Card", field="cardId")
         body = validation.required_text("body", input.body, validation.COMMENT_BODY_MAX)
         async with ctx.write() as session:
+            await lock_parent(session, models.Card, card_pk)
             card = await get_or_not_found(session, models.Card, card_pk, "Card")
             await require_member(session, viewer_id, card.board_id, COMMENT, "Card", "comment")
             comment = models.Comment(card_id=card_pk, author_id=viewer_id, body=body)

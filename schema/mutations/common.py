@@ -34,6 +34,16 @@ async def get_or_not_found(
     return record
 
 
+async def lock_parent(session: AsyncSession, model: type[Record], pk: int) -> None:
+    """Keep `model` row `pk` from being deleted until this transaction ends (FOR KEY
+    SHARE on PostgreSQL), before inserting a row that references it: a concurrent
+    delete then waits, instead of this insert failing on its foreign key. SQLite
+    ignores it (its writers are serial)."""
+    await session.execute(
+        select(model.id).where(model.id == pk).with_for_update(read=True, key_share=True)
+    )
+
+
 def check_version(kind: str, record: Record, expected: int | None) -> None:
     if expected is not None and expected != record.version:
         raise conflict(kind, record.version)

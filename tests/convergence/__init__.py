@@ -10,4 +10,6 @@ prove every client's normalized cache ends equal to a fresh query (issue 4, item
 - `subscriber`: one client over a real WebSocket that reconnects and resumes.
 - `writers`: random mutations through both processes, bounded in count and rate.
 - `faults`: the fault injector (Redis restarts, cut connections, SIGKILL).
+- `scenario`: the run from set-up to comparison; `report`: what it prints and the full
+  record it writes (every mutation, every update each client applied).
 """

@@ -49,7 +49,9 @@ class AppProcess:
         await asyncio.to_thread(self.server.process.wait, SHUTDOWN_TIMEOUT_SECONDS)
 
     def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.server.stderr.splitlines()[-lines:])
+        """The end of the process's log, without uvicorn's access lines."""
+        kept = [line for line in self.server.stderr.splitlines() if not line.startswith("INFO:")]
+        return "\n".join(kept[-lines:])
 
 
 @dataclass

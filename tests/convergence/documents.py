@@ -8,7 +8,7 @@ into references, as Apollo's cache does.
 
 from __future__ import annotations
 
-FRAGMENTS = """
+RECORD_FRAGMENTS = """
 fragment UserFields on User { __typename id name version }
 fragment MembershipFields on Membership {
   __typename id role version user { ...UserFields } board { __typename id }
@@ -21,6 +21,9 @@ fragment CardFields on Card {
 fragment BoardFields on Board {
   __typename id name version members { __typename id } cards { __typename id }
 }
+"""
+# A board with everything in it: a query names each record with its fragment.
+BOARD_TREE = """
 fragment BoardTree on Board {
   ...BoardFields
   members { ...MembershipFields }
@@ -40,14 +43,18 @@ subscription Updates($after: String) {
   }
 }
 """
-    + FRAGMENTS
+    + RECORD_FRAGMENTS
 )
 
 # Everything a user can see: the query an app runs on start and after RESYNC.
-EVERYTHING = "query Everything { viewer { id boards { ...BoardTree } } }" + FRAGMENTS
+EVERYTHING = (
+    "query Everything { viewer { id boards { ...BoardTree } } }" + BOARD_TREE + RECORD_FRAGMENTS
+)
 
 # One board and its contents: what an app loads when a board appears in its list.
-ONE_BOARD = "query OneBoard($id: ID!) { board(id: $id) { ...BoardTree } }" + FRAGMENTS
+ONE_BOARD = (
+    "query OneBoard($id: ID!) { board(id: $id) { ...BoardTree } }" + BOARD_TREE + RECORD_FRAGMENTS
+)
 
 SIGN_UP = """
 mutation SignUp($email: String!, $name: String!, $password: String!) {

@@ -1,6 +1,10 @@
 """The fault injector: at planned moments of the run it restarts Redis, cuts the link
-between an app process and Redis, cuts the clients' connections to a process, and
-kills a process with SIGKILL (its clients then reconnect to the other one)."""
+between an app process and Redis (or holds it down), cuts the clients' connections to a
+process, and kills a process with SIGKILL (its clients then reconnect to the other one).
+
+The default plan kills process a while its link to Redis is down: what it committed
+in the last second was never published, which only the change log (and another
+process's sweeper) can still deliver."""
 
 from __future__ import annotations
 
@@ -18,19 +22,24 @@ class Fault:
     at: float
     """Seconds after the writers start."""
     kind: str
-    """restart_redis | cut_redis_link | cut_clients | kill_app"""
+    """restart_redis | cut_redis_link | hold_redis_link | release_redis_link | cut_clients
+    | kill_app"""
     app: str | None = None
 
 
 DEFAULT_PLAN = (
-    Fault(2.5, "cut_clients", "a"),
-    Fault(4.5, "restart_redis"),
-    Fault(6.5, "cut_redis_link", "b"),
-    Fault(8.0, "cut_clients", "b"),
-    Fault(10.0, "kill_app", "a"),
-    Fault(12.0, "restart_redis"),
-    Fault(13.5, "cut_redis_link", "b"),
-    Fault(15.0, "cut_clients", "b"),
+    Fault(2.0, "cut_clients", "a"),
+    Fault(3.5, "restart_redis"),
+    Fault(5.0, "cut_redis_link", "b"),
+    Fault(6.5, "cut_clients", "b"),
+    Fault(8.0, "restart_redis"),
+    Fault(9.5, "cut_redis_link", "a"),
+    Fault(11.0, "cut_clients", "b"),
+    # Last, so that no later reconnect or refetch hides what only the change log can
+    # still deliver: what a committed while cut off from Redis, to b's clients.
+    Fault(12.0, "hold_redis_link", "a"),
+    Fault(14.0, "kill_app", "a"),
+    Fault(14.5, "release_redis_link", "a"),
 )
 
 
@@ -61,6 +70,13 @@ class FaultInjector:
         app = self.cluster.app(fault.app)
         if fault.kind == "cut_redis_link":
             return f"({app.redis_link.cut()} connections)"
+        if fault.kind == "hold_redis_link":
+            # Down until released: reconnects are accepted and then hang.
+            app.redis_link.hold()
+            return f"({app.redis_link.cut()} connections)"
+        if fault.kind == "release_redis_link":
+            app.redis_link.release()
+            return ""
         if fault.kind == "cut_clients":
             return f"({app.client_link.cut()} connections)"
         if fault.kind == "kill_app":

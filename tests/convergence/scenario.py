@@ -5,7 +5,6 @@ query of everything its user can see."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -18,6 +17,7 @@ from tests.convergence import documents as docs
 from tests.convergence.api import run
 from tests.convergence.cluster import Cluster, running_cluster
 from tests.convergence.faults import DEFAULT_PLAN, Fault, FaultInjector
+from tests.convergence.report import attempt_line, explain, order_violations, write_full_record
 from tests.convergence.store import KINDS, Finding, Store, compare
 from tests.convergence.subscriber import Person, Subscriber
 from tests.convergence.writers import BoardModel, World, Writer
@@ -154,7 +154,8 @@ async def converge(database_url: str, workdir: Path, settings: Settings) -> Outc
             raise AssertionError(
                 f"not every subscriber got its first RESYNC within {settings.ready_limit} s: "
                 + "; ".join(
-                    f"{s.name} ready={s.ready.is_set()} {s.counters} gave_up={s.gave_up}"
+                    f"{s.name} ready={s.ready.is_set()} reconnects={s.counters.reconnects} "
+                    f"gave_up={s.gave_up} failures={s.counters.protocol_failures[:2]}"
                     for s in subscribers
                 )
                 + "".join(f"\n--- app {a.name} ---\n{a.log_tail()}" for a in cluster.apps)
@@ -201,7 +202,16 @@ async def converge(database_url: str, workdir: Path, settings: Settings) -> Outc
             outcome.findings[subscriber.name] = compare(
                 subscriber.store, truths[subscriber.person.index]
             )
-        _report(outcome, cluster, world, subscribers, injector, truths, wrote, settle_time)
+        _report(
+            outcome,
+            cluster,
+            world,
+            subscribers,
+            injector,
+            truths,
+            (start, wrote, settle_time),
+            workdir / "convergence-record.txt",
+        )
         outcome.say(f"convergence: whole run {clock() - began:.1f} s")
     return outcome
 
@@ -220,9 +230,10 @@ def _report(
     subscribers: list[Subscriber],
     injector: FaultInjector,
     truths: dict[int, Store],
-    wrote: float,
-    settle_time: float,
+    timing: tuple[float, float, float],
+    record: Path,
 ) -> None:
+    t0, wrote, settle_time = timing
     say = outcome.say
     attempts = len(world.log)
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(world.outcomes.items()))
@@ -233,7 +244,8 @@ def _report(
         c = s.counters
         say(
             f"subscriber {s.name}: {c.updates} updates, {c.resyncs} resyncs, {c.joins} boards "
-            f"loaded, {c.reconnects} reconnects, {len(s.store.roots)} boards now"
+            f"loaded, {c.reconnects} reconnects ({c.failed_attempts} failed attempts), "
+            f"{len(s.store.roots)} boards now"
         )
         outcome.problems.extend(c.protocol_failures)
         if s.gave_up:
@@ -245,37 +257,30 @@ def _report(
     counts["records compared"] = sum(len(truths[s.person.index].reachable()) for s in subscribers)
     counts["updates"] = sum(s.counters.updates for s in subscribers)
     counts["resyncs"] = sum(s.counters.resyncs for s in subscribers)
+    counts["boards loaded"] = sum(s.counters.joins for s in subscribers)
     counts["reconnects"] = sum(s.counters.reconnects for s in subscribers)
     counts["faults"] = len(injector.done)
     counts["mutations"] = attempts
     counts["protocol failures"] = sum(len(s.counters.protocol_failures) for s in subscribers)
+    server_errors = [a for a in world.log if a.outcome.startswith(("error", "server failure"))]
+    refetch_failures = [f for s in subscribers for f in s.counters.refetch_failures]
+    counts["server errors"] = len(server_errors) + len(refetch_failures)
     outcome.counts = counts
     say(f"settled in {settle_time:.1f} s after the last write")
     say("result: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    for attempt in server_errors:
+        say("server error in a mutation (a product bug): " + attempt_line(attempt, t0))
+    for failure in refetch_failures:
+        say(f"server error in a refetch (a product bug; the client retried): {failure}")
+    violations = [v for s in subscribers for v in order_violations(s)]
+    say(f"diagnostics: {len(violations)} updates out of log order on their connection")
+    for violation in violations[:20]:
+        say(f"  out of order: {violation}")
     for s in subscribers:
         for finding in outcome.findings[s.name]:
-            _explain(say, s, finding, world)
-    if any(counts[kind] for kind in KINDS) or outcome.problems:
+            explain(say, s, finding, truths[s.person.index], world, t0)
+    if any(counts[kind] for kind in KINDS) or outcome.problems or counts["server errors"]:
         for app in cluster.apps:
             say(f"--- app {app.name} (alive={app.alive}) stderr tail ---\n{app.log_tail()}")
-
-
-def _explain(say: Callable[[str], None], s: Subscriber, finding: Finding, world: World) -> None:
-    """A finding with its evidence: what this client applied for the record, and every
-    mutation that named it."""
-    global_id = finding.key.split(":", 1)[1]
-    say(f"FINDING {finding.kind} at {s.name} ({s.person.name}): {finding.key} {finding.detail}")
-    for applied in s.history:
-        mentions = applied.key == finding.key or applied.op == "RESYNC" or applied.note
-        if mentions:
-            say(
-                f"    applied t={applied.at:.3f} conn#{applied.connection}@{applied.app} "
-                f"{applied.op} {applied.key or ''} v={applied.version} {applied.note}"
-            )
-    for attempt in world.log:
-        text = json.dumps([attempt.variables, attempt.result])
-        if global_id in text:
-            say(
-                f"    wrote t={attempt.at:.3f} w{attempt.writer}@{attempt.app} {attempt.action} "
-                f"{attempt.variables} -> {attempt.outcome} {attempt.result}"
-            )
+    write_full_record(record, outcome.lines, world, subscribers, t0)
+    say(f"full record of the run (every mutation, every update applied): {record}")

@@ -7,7 +7,9 @@
 - A board that appears (a Board node not among the viewer's boards, or a membership of
   the viewer's own that the map does not know: added, or removed and added again) is
   loaded with a board query, as an app opening it would: updates carry records as
-  they change, not the contents of a board that was already there.
+  they change, not the contents of a board that was already there. A member removed
+  and added again before the removal was delivered gets no DELETED for the board, and
+  nothing of what changed while out: only its new Membership tells it to reload.
 - Messages are applied one at a time, in order; a refetch holds the next ones back,
   so no update is overwritten by an older snapshot.
 - When the connection breaks, it reconnects (bounded retries, backoff, switching to
@@ -56,6 +58,11 @@ class ProtocolFailure(Exception):
     """The server broke the contract: an error, a completed subscription, an unknown op."""
 
 
+class RefetchFailed(Exception):
+    """A refetch over HTTP was answered with errors (a server bug, not a cut link): the
+    client reconnects and tries again, as an app would."""
+
+
 @dataclass(frozen=True)
 class Person:
     index: int
@@ -76,6 +83,8 @@ class Applied:
     key: str | None
     version: int | None
     cursor: str
+    board: str | None
+    """The board the record belongs to, as the map knew it when applying."""
     note: str = ""
 
 
@@ -85,8 +94,11 @@ class Counters:
     resyncs: int = 0
     joins: int = 0
     reconnects: int = 0
+    """Connections acknowledged after the first one (each resumed from the cursor)."""
     failed_attempts: int = 0
+    """Attempts that got no acknowledged connection (refused, reset, timed out)."""
     protocol_failures: list[str] = field(default_factory=list)
+    refetch_failures: list[str] = field(default_factory=list)
 
 
 class Subscriber:
@@ -135,6 +147,8 @@ class Subscriber:
                 pass  # cut, refused, reset, timed out: reconnect
             except ProtocolFailure as exc:
                 self.counters.protocol_failures.append(f"{self.name}: {exc}")
+            except RefetchFailed as exc:
+                self.counters.refetch_failures.append(f"{self.name}: {exc}")
             finally:
                 self.connected = False
                 self.busy = False
@@ -149,7 +163,6 @@ class Subscriber:
             if failed > MAX_FAILED_ATTEMPTS:
                 self.gave_up = f"{self.name}: no connection after {failed} attempts"
                 return
-            self.counters.reconnects += 1
             # Backoff between attempts: pacing, not synchronization.
             await asyncio.sleep(min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** max(0, failed - 1)))
 
@@ -169,6 +182,8 @@ class Subscriber:
                 raise ProtocolFailure(f"not acknowledged: {ack}")
             self.connected = self._acknowledged = True
             self._connection = next(self._connections)
+            if self._connection > 1:
+                self.counters.reconnects += 1
             self._touch()
             await socket.subscribe(UPDATES, {"after": self.cursor})
             while True:
@@ -193,7 +208,7 @@ class Subscriber:
         try:
             return await run(http, query, variables, token=self.person.token)
         except (GraphQLRejected, ServerFailure) as exc:
-            raise ProtocolFailure(f"refetch failed: {exc}") from exc
+            raise RefetchFailed(f"refetch failed: {exc}") from exc
 
     async def _apply(
         self, update: dict[str, Any], http: httpx.AsyncClient, app: AppProcess
@@ -208,6 +223,7 @@ class Subscriber:
         )
         note = ""
         version: int | None = None
+        board = self.store.board_of(key) if key is not None else None
         if op == "RESYNC":
             data = await self._fetch(http, EVERYTHING)
             self.store.replace(data["viewer"]["boards"])
@@ -233,6 +249,7 @@ class Subscriber:
                 tree = (await self._fetch(http, ONE_BOARD, {"id": appeared}))["board"]
                 note = "board appeared: loaded" if tree is not None else "board gone again"
             self.store.write(node)
+            board = self.store.board_of(key)
             if tree is not None:
                 # Newer than the node (fetched after it was read): written after it.
                 self.store.roots.add(self.store.write(tree))
@@ -242,7 +259,9 @@ class Subscriber:
         self.cursor = update["cursor"]
         self.counters.updates += 1
         self.history.append(
-            Applied(self.clock(), self._connection, app.name, op, key, version, self.cursor, note)
+            Applied(
+                self.clock(), self._connection, app.name, op, key, version, self.cursor, board, note
+            )
         )
         if op == "RESYNC":
             self.ready.set()
@@ -258,6 +277,8 @@ class Subscriber:
             board = node.get("board") or {}
             if user.get("id") == self.person.id and board.get("id"):
                 board_key = record_key("Board", str(board["id"]))
-                if board_key not in self.store.roots or key_of(node) not in self.store.records:
+                # A board's member list may have named it already: a bare reference
+                # is not knowing it.
+                if board_key not in self.store.roots or not self.store.has_fields(key_of(node)):
                     return str(board["id"])
         return None

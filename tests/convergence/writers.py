@@ -48,6 +48,8 @@ class Attempt:
     variables: dict[str, Any]
     outcome: str
     result: Any = None
+    about: str = ""
+    """Context the variables do not show (whose membership is removed, on which board)."""
 
 
 @dataclass
@@ -57,9 +59,6 @@ class World:
     clock: Callable[[], float]
     log: list[Attempt] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
-
-    def board_of_card(self, card_id: str) -> BoardModel | None:
-        return next((b for b in self.boards if card_id in b.cards), None)
 
 
 class Skip(Exception):
@@ -132,7 +131,12 @@ class Writer:
         return f"{prefix} {self.rng.randrange(10_000)}"
 
     async def _call(
-        self, action: str, person: Person, query: str, variables: dict[str, Any]
+        self,
+        action: str,
+        person: Person,
+        query: str,
+        variables: dict[str, Any],
+        about: str = "",
     ) -> dict[str, Any] | None:
         """The data, or None when the mutation failed (logged and counted)."""
         apps = self.cluster.alive()
@@ -160,6 +164,7 @@ class Writer:
                 variables,
                 outcome,
                 data,
+                about,
             )
         )
         if outcome.startswith("rejected NOT_FOUND"):
@@ -282,8 +287,11 @@ class Writer:
         leaver = self.rng.choice(leavers)
         membership, _ = board.members[leaver]
         actor = self.world.people[board.owner if self.rng.random() < 0.7 else leaver]
+        about = f"{self.world.people[leaver].name} leaves board {board.id}"
         try:
-            data = await self._call("removeMember", actor, docs.REMOVE_MEMBER, {"id": membership})
+            data = await self._call(
+                "removeMember", actor, docs.REMOVE_MEMBER, {"id": membership}, about
+            )
         except Gone:
             data = {}
         if data is not None and board.members.get(leaver, ("",))[0] == membership:

@@ -1,0 +1,426 @@
+"""A client that stops reading cannot grow server memory without bound (issue 4, item 5).
+
+A real server process (PostgreSQL + Redis) has two subscriptions of one user: one client
+reads everything, the other subscribes and then stops reading while this test, acting
+as a second app process, commits 10,000 card updates. The WebSocket server applies
+backpressure (a send waits while the peer does not read), so the stalled subscription
+stops at its `yield` and its broker wake-ups overflow into a GAP (bounded queue): what
+it has not sent stays in the change log, not in server memory. The test reads the
+server's RSS from /proc while the updates flow, checks the healthy client ends with
+every card's final version, then lets the stalled client read: it catches up from the
+log, coalesced, without RESYNC.
+
+The stalled client is a raw TCP socket driven by websockets' sans-I/O protocol: when the
+test stops calling recv, nothing reads (the `websockets` client would keep buffering in
+the background). Its receive buffer is fixed small, so the server's kernel send buffer
+fills quickly; the test shows it did (the /proc/net/tcp queues are printed).
+
+`pytest -s tests/test_slow_consumer.py` prints the measurements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import select, text
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
+
+import models
+from app.runtime import Runtime, open_runtime
+from app.settings import Settings
+from schema.ids import decode_id, encode_id
+from tests.servers import app_environment, running_server
+from tests.support import GraphQLClient
+from tests.ws_client import TRANSPORT_WS, GraphQLSocket, graphql_socket
+
+# One writer: TRANSACTIONS commits, each updating every one of CARDS cards once. (ORM
+# flushes cost ~0.6 ms per UPDATE; more writers or smaller transactions are slower.)
+CARDS = 100
+TRANSACTIONS = 100
+UPDATES_TOTAL = CARDS * TRANSACTIONS
+# Cards carry a description of this size (and the subscription selects it), so an update
+# is ~2.3 KB on the wire and the stalled connection's kernel buffers fill after about a
+# hundred of them, early in the run: the server then waits on that client for most of it.
+DESCRIPTION_BYTES = 2000
+# Growth of the server's RSS from before the updates to the peak while they flow (and
+# the stalled client is stuck). Measured on this machine: see the printed numbers and
+# the report; the bound has a wide margin. Unbounded buffering would be ~UPDATES_TOTAL
+# payloads of ~300 bytes plus their Python objects (tens of MiB), and would keep
+# growing with more updates.
+RSS_GROWTH_BOUND_MIB = 50.0
+# The stalled client's kernel receive buffer (Linux doubles the value asked for).
+STALLED_RCVBUF = 4096
+TEST_BUDGET_SECONDS = 50.0
+DELIVERY_TIMEOUT = 30.0
+RSS_SAMPLE_INTERVAL = 0.02
+
+
+UPDATES = """
+subscription {
+  userUpdates {
+    cursor op typename id
+    node { __typename id ... on Card { title description version board { id } } }
+  }
+}
+"""
+
+# ---------------------------------------------------------------------------------------
+# Measuring the server process
+
+
+def rss_kib(pid: int) -> int:
+    """The process's resident set size (VmRSS), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+def mib(kib: int) -> float:
+    return kib / 1024
+
+
+@dataclass
+class RssSampler:
+    """The peak RSS of `pid`, sampled every RSS_SAMPLE_INTERVAL while it runs."""
+
+    pid: int
+    peak: int = 0
+    samples: int = 0
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_kib(self.pid))
+            self.samples += 1
+            await asyncio.sleep(RSS_SAMPLE_INTERVAL)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[RssSampler]:
+        self._task = asyncio.create_task(self._run())
+        try:
+            yield self
+        finally:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self.peak = max(self.peak, rss_kib(self.pid))
+
+
+@dataclass(frozen=True)
+class TcpQueues:
+    """Bytes queued in the kernel on both ends of one loopback connection."""
+
+    client_unread: int  # received by the client's kernel, not read by the client
+    server_unsent: int  # written by the server, not yet accepted by the client
+
+
+def tcp_queues(client_port: int) -> TcpQueues:
+    """From /proc/net/tcp: the rx queue of the client's end, the tx queue of the
+    server's end (the one whose remote port is the client's)."""
+    unread = unsent = -1
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        remote_port = int(fields[2].split(":")[1], 16)
+        tx_queue, rx_queue = (int(part, 16) for part in fields[4].split(":"))
+        if local_port == client_port:
+            unread = rx_queue
+        elif remote_port == client_port:
+            unsent = tx_queue
+    return TcpQueues(unread, unsent)
+
+
+# ---------------------------------------------------------------------------------------
+# A WebSocket client that reads only when asked
+
+
+class StalledSocket:
+    """graphql-transport-ws over a raw socket: bytes are read from the kernel only in
+    `next_message`, so between calls the client really does not read."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._protocol = ClientProtocol(
+            parse_uri(url), subprotocols=[Subprotocol(TRANSPORT_WS)], max_size=None
+        )
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # Before connect: a fixed, small receive buffer (no autotuning) fills fast.
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALLED_RCVBUF)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1024)
+        self._sock.setblocking(False)
+        self._messages: list[dict[str, Any]] = []
+        self._handshake: Response | None = None
+
+    @property
+    def port(self) -> int:
+        port: int = self._sock.getsockname()[1]
+        return port
+
+    async def open(self, token: str) -> None:
+        loop = asyncio.get_running_loop()
+        parts = urlsplit(self._url)
+        assert parts.hostname is not None
+        assert parts.port is not None
+        async with asyncio.timeout(DELIVERY_TIMEOUT):
+            await loop.sock_connect(self._sock, (parts.hostname, parts.port))
+            self._protocol.send_request(self._protocol.connect())
+            await self._flush()
+            while self._protocol.handshake_exc is None and self._handshake is None:
+                await self._read_some()
+        if self._protocol.handshake_exc is not None:
+            raise self._protocol.handshake_exc
+        await self.send(
+            {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
+        )
+        ack = await self.next_message()
+        assert ack["type"] == "connection_ack", ack
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self._protocol.send_text(json.dumps(message).encode())
+        await self._flush()
+
+    async def subscribe(self, query: str) -> None:
+        await self.send({"id": "1", "type": "subscribe", "payload": {"query": query}})
+
+    async def next_message(self, within: float = DELIVERY_TIMEOUT) -> dict[str, Any]:
+        """The next graphql-transport-ws message other than ping/pong."""
+        async with asyncio.timeout(within):
+            while True:
+                while self._messages:
+                    message = self._messages.pop(0)
+                    if message.get("type") not in ("ping", "pong"):
+                        return message
+                await self._read_some()
+
+    async def next_update(self, within: float = DELIVERY_TIMEOUT) -> dict[str, Any]:
+        message = await self.next_message(within)
+        assert message["type"] == "next", message
+        assert not message["payload"].get("errors"), message
+        update: dict[str, Any] = message["payload"]["data"]["userUpdates"]
+        return update
+
+    async def _read_some(self) -> None:
+        data = await asyncio.get_running_loop().sock_recv(self._sock, 65536)
+        if data:
+            self._protocol.receive_data(data)
+        else:
+            self._protocol.receive_eof()
+        for event in self._protocol.events_received():
+            if isinstance(event, Response):
+                self._handshake = event
+            elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                assert event.fin, "the server does not fragment messages"
+                self._messages.append(json.loads(event.data))
+            elif isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
+                raise AssertionError(f"the server closed the stalled client: {event}")
+        await self._flush()  # pongs the protocol answered with
+        if not data:
+            raise AssertionError("the server closed the stalled client's connection")
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        for chunk in self._protocol.data_to_send():
+            if chunk:
+                await loop.sock_sendall(self._sock, chunk)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Tracking what a client has seen
+
+
+@dataclass
+class Seen:
+    """The newest version of each card a client received, and how many updates."""
+
+    versions: dict[str, int] = field(default_factory=dict)
+    ops: Counter[str] = field(default_factory=Counter)
+    received: int = 0
+
+    def apply(self, update: dict[str, Any]) -> None:
+        self.received += 1
+        self.ops[update["op"]] += 1
+        node = update.get("node")
+        if update["op"] in ("CREATED", "UPDATED") and node and node["__typename"] == "Card":
+            self.versions[update["id"]] = node["version"]
+
+    def missing(self, truth: dict[str, int]) -> dict[str, tuple[int | None, int]]:
+        return {
+            card: (self.versions.get(card), version)
+            for card, version in truth.items()
+            if self.versions.get(card) != version
+        }
+
+
+async def read_until_final(
+    client: GraphQLSocket | StalledSocket, seen: Seen, truth: dict[str, int]
+) -> None:
+    """Read until every card's newest version received is its final one. (Each update
+    reloads the record as it is now, so intermediate versions may be skipped; the
+    subscription may still have older log entries to walk afterwards, showing the same
+    final state again.)"""
+    async with asyncio.timeout(DELIVERY_TIMEOUT):
+        while seen.missing(truth):
+            seen.apply(await client.next_update())
+
+
+async def card_versions(runtime: Runtime, board_pk: int) -> dict[str, int]:
+    async with runtime.read_sessions() as session:
+        rows = await session.execute(
+            select(models.Card.id, models.Card.version).where(models.Card.board_id == board_pk)
+        )
+        return {encode_id("Card", pk): version for pk, version in rows}
+
+
+async def long_idle_transactions(runtime: Runtime, seconds: float) -> int:
+    """Connections to this database idle in an open transaction for over `seconds`."""
+    async with runtime.engine.connect() as connection:
+        count = await connection.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state = 'idle in transaction' AND pid <> pg_backend_pid() "
+                "AND now() - state_change > make_interval(secs => :seconds)"
+            ),
+            {"seconds": seconds},
+        )
+    return int(count or 0)
+
+
+async def write_updates(runtime: Runtime, card_pks: list[int]) -> None:
+    """TRANSACTIONS commits updating each of `card_pks` once. The test is another app
+    process: the change log is written, wake-ups go out through Redis."""
+    for round_ in range(1, TRANSACTIONS + 1):
+        async with runtime.write_sessions() as session, session.begin():
+            cards = await session.scalars(select(models.Card).where(models.Card.id.in_(card_pks)))
+            for card in cards:
+                card.title = f"card {card.id} round {round_}"
+
+
+# ---------------------------------------------------------------------------------------
+
+
+async def test_a_client_that_stops_reading_cannot_grow_server_memory(
+    empty_postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    env = app_environment(DATABASE_URL=empty_postgres_url, BROKER_URL=redis_url)
+    settings = Settings(database_url=empty_postgres_url, broker_url=redis_url)
+    async with asyncio.timeout(TEST_BUDGET_SECONDS):
+        with running_server(env=env, cwd=tmp_path) as server:
+            await asyncio.to_thread(server.wait_until_healthy)
+            pid = server.process.pid
+            ws_url = server.base_url.replace("http://", "ws://") + "/graphql"
+            async with (
+                open_runtime(settings) as runtime,
+                httpx.AsyncClient(base_url=server.base_url, timeout=10) as http,
+            ):
+                api = GraphQLClient(http, runtime)
+                ann = await api.account("Ann")
+                board = await api.board(ann, "Firehose")
+                board_pk = decode_id(board, field="board")[1]
+                async with runtime.write_sessions() as session, session.begin():
+                    cards = [
+                        models.Card(
+                            board_id=board_pk,
+                            title=f"card {n}",
+                            description="d" * DESCRIPTION_BYTES,
+                            position=n,
+                            author_id=ann.pk,
+                        )
+                        for n in range(CARDS)
+                    ]
+                    session.add_all(cards)
+                card_pks = [card.id for card in cards]
+                # Every transaction bumps each card's version by one.
+                truth = {
+                    card: version + TRANSACTIONS
+                    for card, version in (await card_versions(runtime, board_pk)).items()
+                }
+                probe = await api.card(ann, board, "Probe")
+
+                stalled = StalledSocket(ws_url)
+                try:
+                    await stalled.open(ann.token)
+                    async with graphql_socket(ws_url, ann.token) as healthy:
+                        await healthy.subscribe(UPDATES)
+                        await stalled.subscribe(UPDATES)
+                        # Both subscriptions are live once both see the probe change.
+                        await api.data(
+                            "mutation($i: UpdateCardInput!) { updateCard(input: $i) { id } }",
+                            {"i": {"id": probe, "title": "Probe seen"}},
+                            token=ann.token,
+                        )
+                        for client in (healthy, stalled):
+                            while (await client.next_update())["id"] != probe:
+                                pass
+                        # From here on the stalled client reads nothing.
+
+                        healthy_seen = Seen()
+                        rss_before = rss_kib(pid)
+                        started = time.monotonic()
+                        async with RssSampler(pid).running() as sampler:
+                            reading = asyncio.create_task(
+                                read_until_final(healthy, healthy_seen, truth)
+                            )
+                            await write_updates(runtime, card_pks)
+                            written = time.monotonic() - started
+                            await reading
+                            healthy_seconds = time.monotonic() - started
+                            versions = await card_versions(runtime, board_pk)
+                            del versions[probe]
+                            assert versions == truth
+                            queues = tcp_queues(stalled.port)
+                            pinned = await long_idle_transactions(runtime, 1.0)
+                            stalled_for = time.monotonic() - started
+                        rss_stalled = rss_kib(pid)
+
+                    # Now the stalled client reads: it catches up from the log.
+                    stalled_seen = Seen()
+                    resumed = time.monotonic()
+                    async with RssSampler(pid).running() as catch_up:
+                        await read_until_final(stalled, stalled_seen, truth)
+                    stalled_seconds = time.monotonic() - resumed
+                    rss_after = rss_kib(pid)
+                finally:
+                    stalled.close()
+
+    growth = mib(sampler.peak - rss_before)
+    print(
+        f"\nslow consumer: {UPDATES_TOTAL} card updates ({CARDS} cards) in {TRANSACTIONS} "
+        f"transactions, committed in {written:.2f} s\n"
+        f"  server RSS: before {mib(rss_before):.1f} MiB; peak while the updates flowed "
+        f"{mib(sampler.peak):.1f} MiB (growth {growth:+.1f} MiB, {sampler.samples} samples); "
+        f"{mib(rss_stalled):.1f} MiB with the client stalled {stalled_for:.1f} s; peak "
+        f"during its catch-up {mib(catch_up.peak):.1f} MiB; after {mib(rss_after):.1f} MiB\n"
+        f"  stalled connection: {queues.client_unread} bytes unread in the client's kernel "
+        f"buffer, {queues.server_unsent} bytes unsent in the server's (full: the server's "
+        f"sends wait); DB connections idle in a transaction for over 1 s: {pinned}\n"
+        f"  healthy client: {healthy_seen.received} updates {dict(healthy_seen.ops)} until "
+        f"every card was final, {healthy_seconds:.2f} s after the first commit\n"
+        f"  stalled client: {stalled_seen.received} updates {dict(stalled_seen.ops)} until "
+        f"every card was final, {stalled_seconds:.2f} s after it started reading"
+    )
+    # The server's sends really waited: both kernel buffers of the connection were full.
+    assert queues.client_unread > 0
+    assert queues.server_unsent > 0
+    assert growth < RSS_GROWTH_BOUND_MIB, f"server RSS grew {growth:.1f} MiB"
+    assert not healthy_seen.missing(truth)
+    assert not stalled_seen.missing(truth)
+    assert "RESYNC" not in stalled_seen.ops, "retention was not exceeded: no RESYNC"
+    assert stalled_seen.received < UPDATES_TOTAL // 5
