@@ -1,19 +1,24 @@
 """A client that stops reading cannot grow server memory without bound (issue 4, item 5).
 
-A real server process (PostgreSQL + Redis) has two subscriptions of one user: one client
-reads everything, the other subscribes and then stops reading while this test, acting
-as a second app process, commits 10,000 card updates. The WebSocket server applies
-backpressure (a send waits while the peer does not read), so the stalled subscription
-stops at its `yield` and its broker wake-ups overflow into a GAP (bounded queue): what
-it has not sent stays in the change log, not in server memory. The test reads the
-server's RSS from /proc while the updates flow, checks the healthy client ends with
-every card's final version, then lets the stalled client read: it catches up from the
-log, coalesced, without RESYNC.
+A real server process (PostgreSQL + Redis) has two subscriptions of one user: one
+client reads everything, the other subscribes and then stops reading while this test,
+acting as a second app process, commits 10,000 card updates (100 transactions of 100).
+The WebSocket server applies backpressure (a send waits while the peer does not read),
+so the stalled subscription stays suspended at its `yield`; its wake-ups go to a bounded
+queue, and what it has not sent stays in the change log, not in server memory. The test
+samples the server's RSS from /proc while the updates flow, checks that the healthy
+client ends with every card's final version, then lets the stalled client read: it
+reaches the final state of every card, without RESYNC, in far fewer updates than were
+written (each update reloads the record as it is now).
 
-The stalled client is a raw TCP socket driven by websockets' sans-I/O protocol: when the
-test stops calling recv, nothing reads (the `websockets` client would keep buffering in
-the background). Its receive buffer is fixed small, so the server's kernel send buffer
-fills quickly; the test shows it did (the /proc/net/tcp queues are printed).
+The stalled client is a raw socket driven by websockets' sans-I/O protocol, so nothing
+reads it while the test does not (the `websockets` client would keep reading into its
+own buffers). Before connecting it asks for a small receive buffer (no autotuning) and a
+small MSS: on loopback the MSS is ~64 KB and the server's send buffer would autotune to
+megabytes, absorbing the whole run. With 2.3 KB updates the connection's kernel buffers
+are full after a few dozen of them; /proc/net/tcp shows them full at the end, and the
+stalled client needing a fraction of the healthy one's updates shows the server stopped
+producing for it.
 
 `pytest -s tests/test_slow_consumer.py` prints the measurements.
 """
@@ -48,23 +53,27 @@ from tests.servers import app_environment, running_server
 from tests.support import GraphQLClient
 from tests.ws_client import TRANSPORT_WS, GraphQLSocket, graphql_socket
 
-# One writer: TRANSACTIONS commits, each updating every one of CARDS cards once. (ORM
-# flushes cost ~0.6 ms per UPDATE; more writers or smaller transactions are slower.)
+# One writer: TRANSACTIONS commits, each updating every one of CARDS cards once. (An ORM
+# flush costs ~0.6 ms per UPDATE; more writers or smaller transactions only add overhead
+# on a two-core machine.)
 CARDS = 100
 TRANSACTIONS = 100
 UPDATES_TOTAL = CARDS * TRANSACTIONS
-# Cards carry a description of this size (and the subscription selects it), so an update
-# is ~2.3 KB on the wire and the stalled connection's kernel buffers fill after about a
-# hundred of them, early in the run: the server then waits on that client for most of it.
+# Cards carry a description of this size (and the subscription selects it): an update is
+# ~2.3 KB on the wire, so the stalled connection's buffers fill early in the run.
 DESCRIPTION_BYTES = 2000
-# Growth of the server's RSS from before the updates to the peak while they flow (and
-# the stalled client is stuck). Measured on this machine: see the printed numbers and
-# the report; the bound has a wide margin. Unbounded buffering would be ~UPDATES_TOTAL
-# payloads of ~300 bytes plus their Python objects (tens of MiB), and would keep
-# growing with more updates.
-RSS_GROWTH_BOUND_MIB = 50.0
-# The stalled client's kernel receive buffer (Linux doubles the value asked for).
+# Growth of the server's RSS from just before the first commit to its peak while the
+# updates flow. Measured here: +5.6 to +7.1 MiB over several runs, most of it
+# graphql-core 3.3.2 keeping ~5 KiB per event delivered on a subscription (the healthy
+# one gets ~700 to 1,300 events); the bound leaves ~4.5x margin. A server that buffered
+# for the stalled client instead of waiting would hold every update it produced for it.
+RSS_GROWTH_BOUND_MIB = 32.0
+# Far fewer updates than were written bring the stalled client to the final state
+# (measured: ~200).
+STALLED_UPDATES_BOUND = UPDATES_TOTAL // 10
+# The stalled client's socket: receive buffer (Linux doubles it) and maximum segment.
 STALLED_RCVBUF = 4096
+STALLED_MSS = 1024
 TEST_BUDGET_SECONDS = 50.0
 DELIVERY_TIMEOUT = 30.0
 RSS_SAMPLE_INTERVAL = 0.02
@@ -159,9 +168,9 @@ class StalledSocket:
             parse_uri(url), subprotocols=[Subprotocol(TRANSPORT_WS)], max_size=None
         )
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        # Before connect: a fixed, small receive buffer (no autotuning) fills fast.
+        # Before connect (see the module docstring): small buffers that fill fast.
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALLED_RCVBUF)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1024)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, STALLED_MSS)
         self._sock.setblocking(False)
         self._messages: list[dict[str, Any]] = []
         self._handshake: Response | None = None
