@@ -9,6 +9,7 @@ from graphql import GraphQLError
 from strawberry.types import ExecutionContext
 
 from schema.context import Auth, Context
+from schema.execution import SubscriptionSafeExecutionContext
 from schema.extensions import CloseSession, ErrorCodes
 from schema.mutations import Mutation
 from schema.nodes import node_type, node_types
@@ -33,6 +34,7 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
         # Every registered Node type, so node(id:) and fragments can name it.
         types=node_types(),
         extensions=[ErrorCodes, CloseSession],
+        execution_context_class=SubscriptionSafeExecutionContext,
         **kwargs,
     )
 

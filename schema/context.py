@@ -50,6 +50,12 @@ class DeliveredVersions:
         self._remember(key, version)
         return True
 
+    def covers(self, key: tuple[str, int], version: int | None) -> bool:
+        """True when a version at least this new was already sent (or the record was
+        deleted): the change adds nothing, and needs no reload."""
+        sent = self._versions.get(key)
+        return version is not None and sent is not None and sent >= version
+
     def deleted(self, key: tuple[str, int]) -> None:
         """Ids are never reused: nothing about a deleted record may follow."""
         self._remember(key, self._DELETED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
@@ -23,7 +24,15 @@ logger = logging.getLogger("commitcast.graphql")
 
 class CloseSession(SchemaExtension):
     """Each operation reads afresh and returns its database connection when it ends
-    (a WebSocket connection shares one Context between its operations)."""
+    (a WebSocket connection shares one Context between its operations); a subscription
+    returns it as soon as each result is built, before it is sent: a client that reads
+    slowly must not hold a pooled connection (and a snapshot) while its send waits."""
+
+    async def on_stream_result(self, result: Any) -> AsyncIterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, Context):
+            await context.close()
+        yield
 
     async def on_operation(self) -> AsyncIterator[None]:
         context = self.execution_context.context

@@ -69,6 +69,8 @@ async def present(ctx: Context, change: LoggedChange, cursor: str) -> UserUpdate
     if change.op is CapturedOp.DELETED:
         ctx.delivered.deleted(key)
         return update(ChangeOp.DELETED, None)
+    if ctx.delivered.covers(key, change.version):
+        return None  # a client that fell behind already has this state or newer
     node = await visible_node(ctx, change.typename, change.record_id)
     if node is None:
         if change.typename in ACCESS_ROOTS:
@@ -123,8 +125,7 @@ class Subscription:
                 for change in latest_per_record(batch):
                     item = await present(ctx, change, encode_cursor(viewer_id, change.id))
                     if item is not None:
-                        yield item
-                    # Sent by now: give the connection back to the pool instead of
-                    # holding it until the next change.
-                    await ctx.close()
+                        yield item  # (CloseSession releases the connection before the send)
+                    else:
+                        await ctx.close()
                 position = batch[-1].id

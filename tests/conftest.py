@@ -38,7 +38,7 @@ REQUIRE_SERVICES = (
     os.environ.get("CI", "").lower() in ("1", "true", "yes")
     or os.environ.get("COMMITCAST_REQUIRE_SERVICES") == "1"
 )
-TABLES = ("comments", "cards", "memberships", "boards", "users")
+TABLES = ("change_audience", "change_log", "comments", "cards", "memberships", "boards", "users")
 
 
 def service_missing(name: str, url: str, error: BaseException) -> None:
@@ -96,6 +96,8 @@ async def empty_postgres_url(postgres_url: str) -> str:
     engine = create_engine(postgres_url)
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        # Change ids restart at 1: so must the retention watermark.
+        await conn.execute(text("UPDATE commitcast_deployment SET trimmed_through = 0"))
     await engine.dispose()
     return postgres_url
 
