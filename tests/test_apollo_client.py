@@ -107,26 +107,31 @@ async def run_node(
     return process.returncode, output.decode(errors="replace")
 
 
-async def test_apollo_cache_converges_to_a_fresh_query(
-    realtime: Realtime, apollo_client: NodeClient
-) -> None:
+async def shared_board_environment(realtime: Realtime) -> dict[str, str]:
+    """Ann (A, the Apollo app) and Bob (B, who changes things) on one board with a card:
+    the environment the scripts read."""
     api = realtime.api
     ann = await api.account("Ann")
     bob = await api.account("Bob")
     board = await api.board(ann, "Launch")
     await api.add_member(ann, board, bob, "EDITOR")
     await api.card(ann, board, "Already there")
+    return {
+        "COMMITCAST_HTTP_URL": realtime.server.http_url,
+        "COMMITCAST_WS_URL": realtime.server.ws_url,
+        "COMMITCAST_TOKEN_A": ann.token,
+        "COMMITCAST_TOKEN_B": bob.token,
+        "COMMITCAST_BOARD_ID": board,
+        "COMMITCAST_TIMEOUT_MS": str(CONVERGENCE_TIMEOUT_MS),
+    }
 
+
+async def test_apollo_cache_converges_to_a_fresh_query(
+    realtime: Realtime, apollo_client: NodeClient
+) -> None:
     code, output = await run_node(
         apollo_client,
-        {
-            "COMMITCAST_HTTP_URL": realtime.server.http_url,
-            "COMMITCAST_WS_URL": realtime.server.ws_url,
-            "COMMITCAST_TOKEN_A": ann.token,
-            "COMMITCAST_TOKEN_B": bob.token,
-            "COMMITCAST_BOARD_ID": board,
-            "COMMITCAST_TIMEOUT_MS": str(CONVERGENCE_TIMEOUT_MS),
-        },
+        await shared_board_environment(realtime),
     )
     assert code == 0, f"the Apollo cache did not converge (exit {code}):\n{output}"
     summary = [line for line in output.splitlines() if line.startswith("apollo cache convergence:")]
@@ -141,23 +146,9 @@ async def test_apollo_app_resumes_from_its_cursor_and_refetches_on_resync(
     """resume.mjs: across a network drop A's app resumes with its last cursor and its
     cache equals a fresh query without any refetch; from an unusable cursor it gets
     RESYNC, refetches its active query, and converges."""
-    api = realtime.api
-    ann = await api.account("Ann")
-    bob = await api.account("Bob")
-    board = await api.board(ann, "Launch")
-    await api.add_member(ann, board, bob, "EDITOR")
-    await api.card(ann, board, "Already there")
-
     code, output = await run_node(
         apollo_client,
-        {
-            "COMMITCAST_HTTP_URL": realtime.server.http_url,
-            "COMMITCAST_WS_URL": realtime.server.ws_url,
-            "COMMITCAST_TOKEN_A": ann.token,
-            "COMMITCAST_TOKEN_B": bob.token,
-            "COMMITCAST_BOARD_ID": board,
-            "COMMITCAST_TIMEOUT_MS": str(CONVERGENCE_TIMEOUT_MS),
-        },
+        await shared_board_environment(realtime),
         RESUME_SCRIPT,
     )
     assert code == 0, f"the resume recipe failed (exit {code}):\n{output}"
