@@ -28,7 +28,7 @@ from tests.realtime_support import Realtime
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "clients" / "apollo-test"
 SCRIPT = CLIENT_DIR / "cache-convergence.mjs"
 RESUME_SCRIPT = CLIENT_DIR / "resume.mjs"
-HELPER = CLIENT_DIR / "commitcast-link.mjs"
+HELPER = CLIENT_DIR.parent / "recipes" / "commitcast-link.mjs"
 README = CLIENT_DIR / "README.md"
 LOCKFILE = CLIENT_DIR / "package-lock.json"
 # Written after a successful `npm ci`: the lockfile digest node_modules was built from.

@@ -36,7 +36,7 @@ import { addTypenameToDocument, getMainDefinition } from "@apollo/client/utiliti
 import { createClient } from "graphql-ws";
 import WebSocket from "ws";
 
-import { followUserUpdates } from "./commitcast-link.mjs";
+import { followUserUpdates } from "../recipes/commitcast-link.mjs";
 import {
   BOARD_QUERY,
   CREATE_BOARD,
