@@ -4,135 +4,36 @@ only by `userUpdates`, with no cache code beyond evicting DELETED records
 (commitcast-link.mjs) carries it across a network drop and through RESYNC
 (clients/apollo-test/resume.mjs). Both run against a live server on both deployments.
 
-The JS dependencies are installed with `npm ci` from the committed lockfile, once per
-session and only when node_modules is missing or older than the lockfile. Without
-node/npm the test skips on a developer machine and fails in CI (CI=true), like the
-PostgreSQL and Redis tests.
+The JS dependencies are installed with `npm ci` from the committed lockfile when
+node_modules is missing or older than the lockfile (tests/node_clients.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import os
-import shutil
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REQUIRE_SERVICES
+from tests.node_clients import NodeClient, installed_package, run_node, shared_board_environment
 from tests.realtime_support import Realtime
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "clients" / "apollo-test"
-SCRIPT = CLIENT_DIR / "cache-convergence.mjs"
-RESUME_SCRIPT = CLIENT_DIR / "resume.mjs"
+SCRIPT = "cache-convergence.mjs"
+RESUME_SCRIPT = "resume.mjs"
 HELPER = CLIENT_DIR.parent / "recipes" / "commitcast-link.mjs"
 README = CLIENT_DIR / "README.md"
-LOCKFILE = CLIENT_DIR / "package-lock.json"
-# Written after a successful `npm ci`: the lockfile digest node_modules was built from.
-STAMP = CLIENT_DIR / "node_modules" / ".commitcast-lock-sha256"
-NPM_CI_TIMEOUT = 300.0
-CONVERGENCE_TIMEOUT_MS = 15_000
-SCRIPT_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class NodeClient:
-    node: str
-    directory: Path
-
-
-def tool_missing(message: str) -> None:
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{message} (CI requires it)", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def apollo_client() -> NodeClient:
     """node, with clients/apollo-test/node_modules installed from the lockfile."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        missing = " and ".join(name for name, path in (("node", node), ("npm", npm)) if not path)
-        tool_missing(f"{missing} not found on PATH: the Apollo client test needs Node.js 18+")
-        raise AssertionError("unreachable: tool_missing skips or fails")
-    digest = hashlib.sha256(LOCKFILE.read_bytes()).hexdigest()
-    if not STAMP.is_file() or STAMP.read_text().strip() != digest:
-        try:
-            result = subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund"],
-                cwd=CLIENT_DIR,
-                capture_output=True,
-                text=True,
-                timeout=NPM_CI_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            tool_missing(f"`npm ci` in {CLIENT_DIR} took longer than {NPM_CI_TIMEOUT:.0f} s")
-            raise AssertionError("unreachable: tool_missing skips or fails") from None
-        if result.returncode != 0:
-            tool_missing(
-                f"`npm ci` in {CLIENT_DIR} failed ({result.returncode}):\n"
-                f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
-            )
-        STAMP.write_text(digest)
-    return NodeClient(node, CLIENT_DIR)
-
-
-async def run_node(
-    client: NodeClient, env: dict[str, str], script: Path = SCRIPT
-) -> tuple[int, str]:
-    """Run a script of clients/apollo-test; its exit code and everything it printed."""
-    process = await asyncio.create_subprocess_exec(
-        client.node,
-        str(script),
-        cwd=client.directory,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with asyncio.timeout(SCRIPT_TIMEOUT):
-            output, _ = await process.communicate()
-    except TimeoutError:
-        process.kill()
-        output, _ = await process.communicate()
-        text = output.decode(errors="replace")
-        raise AssertionError(
-            f"{script.name} did not finish within {SCRIPT_TIMEOUT:.0f} s:\n{text}"
-        ) from None
-    assert process.returncode is not None
-    return process.returncode, output.decode(errors="replace")
-
-
-async def shared_board_environment(realtime: Realtime) -> dict[str, str]:
-    """Ann (A, the Apollo app) and Bob (B, who changes things) on one board with a card:
-    the environment the scripts read."""
-    api = realtime.api
-    ann = await api.account("Ann")
-    bob = await api.account("Bob")
-    board = await api.board(ann, "Launch")
-    await api.add_member(ann, board, bob, "EDITOR")
-    await api.card(ann, board, "Already there")
-    return {
-        "COMMITCAST_HTTP_URL": realtime.server.http_url,
-        "COMMITCAST_WS_URL": realtime.server.ws_url,
-        "COMMITCAST_TOKEN_A": ann.token,
-        "COMMITCAST_TOKEN_B": bob.token,
-        "COMMITCAST_BOARD_ID": board,
-        "COMMITCAST_TIMEOUT_MS": str(CONVERGENCE_TIMEOUT_MS),
-    }
+    return installed_package(CLIENT_DIR)
 
 
 async def test_apollo_cache_converges_to_a_fresh_query(
     realtime: Realtime, apollo_client: NodeClient
 ) -> None:
-    code, output = await run_node(
-        apollo_client,
-        await shared_board_environment(realtime),
-    )
+    code, output = await run_node(apollo_client, await shared_board_environment(realtime), SCRIPT)
     assert code == 0, f"the Apollo cache did not converge (exit {code}):\n{output}"
     summary = [line for line in output.splitlines() if line.startswith("apollo cache convergence:")]
     assert summary, output
@@ -147,9 +48,7 @@ async def test_apollo_app_resumes_from_its_cursor_and_refetches_on_resync(
     cache equals a fresh query without any refetch; from an unusable cursor it gets
     RESYNC, refetches its active query, and converges."""
     code, output = await run_node(
-        apollo_client,
-        await shared_board_environment(realtime),
-        RESUME_SCRIPT,
+        apollo_client, await shared_board_environment(realtime), RESUME_SCRIPT
     )
     assert code == 0, f"the resume recipe failed (exit {code}):\n{output}"
     summaries = [line for line in output.splitlines() if line.startswith("apollo res")]

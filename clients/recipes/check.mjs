@@ -7,7 +7,7 @@
 // cache must then hold the board exactly as a fresh query returns it, and the deleted
 // card must be gone from the store (it was there before).
 //
-// Environment: COMMITCAST_HTTP_URL (the /graphql endpoint), COMMITCAST_WS_URL,
+// Environment: COMMITCAST_HTTP_URL (the server), COMMITCAST_WS_URL,
 // COMMITCAST_TOKEN_A (a board member), COMMITCAST_TOKEN_B (an EDITOR or the owner),
 // COMMITCAST_BOARD_ID (a board with at least one card), COMMITCAST_TIMEOUT_MS.
 // Prints `<recipe> recipe: OK: ...` and exits 0; prints the differences and exits 1 when
@@ -32,7 +32,8 @@ function requireEnv(name) {
   return value;
 }
 
-const httpUrl = requireEnv("COMMITCAST_HTTP_URL");
+// The server root or its /graphql endpoint.
+const httpUrl = new URL("/graphql", requireEnv("COMMITCAST_HTTP_URL")).toString();
 const wsUrl = requireEnv("COMMITCAST_WS_URL");
 const tokenA = requireEnv("COMMITCAST_TOKEN_A");
 const tokenB = requireEnv("COMMITCAST_TOKEN_B");
