@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from clients.python.commitcast_updates import follow_user_updates
 from tests.node_clients import NodeClient, installed_package, run_node, shared_board_environment
 from tests.realtime_support import Realtime, Update
-from tests.support import Account
+from tests.redis_server import TcpProxy
+from tests.support import Account, eventually
 from tests.test_legacy_client import about, next_matching, until_live
 from tests.ws_client import TIMEOUT
 
@@ -95,11 +97,11 @@ class App:
 
 
 @asynccontextmanager
-async def following(realtime: Realtime, viewer: Account, app: App) -> AsyncIterator[None]:
+async def following(url: str, viewer: Account, app: App) -> AsyncIterator[None]:
     """The Python recipe running in a task from the app's cursor, until the block ends."""
     task = asyncio.create_task(
         follow_user_updates(
-            realtime.server.ws_url, lambda: viewer.token, app.apply, after=app.cursor
+            url, lambda: viewer.token, app.apply, after=app.cursor, first_retry_wait=0.05
         )
     )
     try:
@@ -110,7 +112,27 @@ async def following(realtime: Realtime, viewer: Account, app: App) -> AsyncItera
             await task
 
 
-async def test_the_python_recipe_follows_and_resumes_from_its_cursor(realtime: Realtime) -> None:
+@asynccontextmanager
+async def network(realtime: Realtime) -> AsyncIterator[TcpProxy]:
+    """A network between the app and the server that the test can cut."""
+    proxy = TcpProxy(int(urlsplit(realtime.server.http_url).port or 0))
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+def _connected(proxy: TcpProxy) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return proxy.connections == 1
+
+    return check
+
+
+async def test_the_python_recipe_resumes_from_its_cursor(realtime: Realtime) -> None:
+    """After a dropped connection (the recipe reconnects by itself) and after a restart
+    (the app passes the cursor it kept), the app receives exactly what it missed."""
     api = realtime.api
     ann = await api.account("Ann")
     bob = await api.account("Bob")
@@ -119,30 +141,47 @@ async def test_the_python_recipe_follows_and_resumes_from_its_cursor(realtime: R
     doomed = await api.card(ann, board, "Soon gone")
     app = App()
 
-    async with following(realtime, ann, app):
+    async with (
+        network(realtime) as proxy,
+        following(f"ws://127.0.0.1:{proxy.port}/graphql", ann, app),
+    ):
+        # Connected first, so that the first probe is likely to find the subscription.
+        await eventually(_connected(proxy), "the recipe to connect")
         await until_live(realtime, app.applied, ann)
         card = await api.card(bob, board, "From Bob")
         async with asyncio.timeout(TIMEOUT):
             created = await next_matching(app.applied, about("Card", card, op="CREATED"))
         assert created["node"]["title"] == "From Bob"
         assert created["node"]["board"] == {"id": board}
-    # The app has stopped (a restart, a network drop); Bob changes things meanwhile.
-    assert app.cursor is not None
+
+        # The network drops, and stays down while Bob renames the card.
+        proxy.hold()
+        assert proxy.cut() == 1
+        await api.data(
+            'mutation($c: ID!) { updateCard(input: {id: $c, title: "Renamed"}) { id } }',
+            {"c": card},
+            token=bob.token,
+        )
+        proxy.release()
+        async with asyncio.timeout(TIMEOUT):
+            renamed = await next_matching(app.applied, about("Card", card))
+        assert (renamed["op"], renamed["node"]["title"]) == ("UPDATED", "Renamed")
+
+    # The app has stopped; Bob changes things meanwhile.
     await api.data(
-        'mutation($c: ID!) { updateCard(input: {id: $c, title: "Renamed", done: true}) { id } }',
+        "mutation($c: ID!) { updateCard(input: {id: $c, done: true}) { id } }",
         {"c": card},
         token=bob.token,
     )
     await api.data("mutation($c: ID!) { deleteCard(id: $c) }", {"c": doomed}, token=bob.token)
 
-    # From its cursor, the app first receives what it missed (no probe needed: it is
-    # read from the change log).
-    async with following(realtime, ann, app), asyncio.timeout(TIMEOUT):
-        renamed = await next_matching(app.applied, about("Card", card))
+    # Started again from its cursor, the app first receives what it missed (no probe
+    # needed: it is read from the change log).
+    async with following(realtime.server.ws_url, ann, app), asyncio.timeout(TIMEOUT):
+        done = await next_matching(app.applied, about("Card", card))
         deleted = await next_matching(app.applied, about("Card", doomed))
-    assert renamed["op"] == "UPDATED"
-    assert renamed["node"]["title"] == "Renamed"
-    assert renamed["node"]["done"] is True
+    assert done["op"] == "UPDATED"
+    assert (done["node"]["title"], done["node"]["done"]) == ("Renamed", True)
     assert deleted == {
         "cursor": deleted["cursor"],
         "op": "DELETED",

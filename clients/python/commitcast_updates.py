@@ -77,6 +77,6 @@ async def follow_user_updates(
                     await apply(update)
                     cursor = update["cursor"]  # persist it to resume across restarts too
         except (TransportError, OSError) as error:
-            logger.warning("userUpdates connection lost (%s); retrying in %.0f s", error, wait)
+            logger.warning("userUpdates connection lost (%s); retrying in %.1f s", error, wait)
         await asyncio.sleep(wait)
         wait = min(wait * 2, max_retry_wait)
