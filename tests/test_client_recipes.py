@@ -38,7 +38,8 @@ RECIPE_FILES = (
     "clients/recipes/relay.mjs",
     "clients/python/commitcast_updates.py",
 )
-# `<!-- recipe: path -->` followed by a fenced block holding that file.
+# `<!-- recipe: path -->` followed by a fenced block holding that file (docs/clients.md
+# is rendered from docs/_src/clients.md.in, which names the files instead).
 SHOWN = re.compile(r"<!-- recipe: (\S+) -->\s*```\w*\n(.*?)```", flags=re.DOTALL)
 
 
@@ -52,7 +53,9 @@ def test_the_docs_show_every_recipe_file_verbatim() -> None:
     shown = {path: code for path, code in SHOWN.findall(CLIENTS_DOC.read_text())}
     assert sorted(shown) == sorted(RECIPE_FILES)
     for path, code in shown.items():
-        assert code == (ROOT / path).read_text(), f"docs/clients.md shows an old {path}"
+        assert code == (ROOT / path).read_text(), (
+            f"docs/clients.md shows an old {path}: run `python3 docs/_src/render.py`"
+        )
 
 
 def test_the_relay_artifacts_are_compiled_from_the_documents(recipes: NodeClient) -> None:
