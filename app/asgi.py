@@ -23,10 +23,20 @@ async def _home(_request: Request) -> RedirectResponse:
     return RedirectResponse(GRAPHQL_PATH)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """Build the app. Nothing connects until the lifespan starts."""
+def create_app(
+    settings: Settings | None = None, *, stream_heartbeat_seconds: float | None = None
+) -> Starlette:
+    """Build the app. Nothing connects until the lifespan starts.
+
+    `stream_heartbeat_seconds` overrides the keep-alive interval of subscriptions
+    streamed over HTTP (app/streaming.py has the defaults); tests shorten it.
+    """
     settings = settings or Settings.from_env()
-    view = GraphQLView(build_schema(), allowed_origins=settings.allowed_origins)
+    view = GraphQLView(
+        build_schema(),
+        allowed_origins=settings.allowed_origins,
+        heartbeat_seconds=stream_heartbeat_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -3,6 +3,7 @@ WebSocket connections from their connection_init payload."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import select
@@ -11,12 +12,14 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.schema.base import BaseSchema
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage
 from strawberry.types.unset import UNSET, UnsetType
 
 from app.auth import TokenError
 from app.runtime import Runtime
+from app.streaming import SUBSCRIPTION_PROTOCOLS, stream_transports
 from models import User
 from schema import Context
 from subscriptions.feed import UpdateFeed
@@ -60,7 +63,22 @@ class LegacyProtocolHandler(BaseGraphQLWSHandler[Context, None]):
 
 
 class GraphQLView(GraphQL[Context, None]):
+    """GraphQL over HTTP, over both WebSocket subprotocols, and subscriptions streamed
+    over HTTP (graphql-sse and multipart; see app/streaming.py)."""
+
     graphql_ws_handler_class = LegacyProtocolHandler
+
+    def __init__(
+        self,
+        schema: BaseSchema,
+        *,
+        allowed_origins: Sequence[str] = (),
+        heartbeat_seconds: float | None = None,
+    ) -> None:
+        super().__init__(
+            schema, subscription_protocols=SUBSCRIPTION_PROTOCOLS, allowed_origins=allowed_origins
+        )
+        self.stream_transport_classes_by_protocol = stream_transports(heartbeat_seconds)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -9,6 +9,7 @@ from enum import Enum
 import strawberry
 
 from schema.context import Context, Info
+from schema.errors import unauthenticated
 from schema.ids import encode_id
 from schema.nodes import visible_node
 from schema.types import Node
@@ -108,6 +109,11 @@ class Subscription:
     ) -> AsyncGenerator[UserUpdate, None]:
         ctx = info.context
         viewer_id = ctx.require_viewer()
+        # A WebSocket checked this at connection_init; an HTTP stream (SSE, multipart)
+        # has only its token, which may outlive its account.
+        if await ctx.loaders.user.load(viewer_id) is None:
+            raise unauthenticated("The account this token was issued to no longer exists.")
+        await ctx.close()  # the wait for the first change holds no connection
         if ctx.feed is None:
             raise RuntimeError("userUpdates needs a Context with a feed")
         cursor = after if isinstance(after, str) else None
