@@ -31,8 +31,10 @@ class LiveServer:
 
 
 @asynccontextmanager
-async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
-    app = create_app(settings)
+async def live_server(
+    settings: Settings, *, stream_heartbeat_seconds: float | None = None
+) -> AsyncIterator[LiveServer]:
+    app = create_app(settings, stream_heartbeat_seconds=stream_heartbeat_seconds)
     port = free_port()
     config = uvicorn.Config(
         app,

@@ -4,25 +4,17 @@ only by `userUpdates`, with no cache code beyond evicting DELETED records
 (commitcast-link.mjs) carries it across a network drop and through RESYNC
 (clients/apollo-test/resume.mjs). Both run against a live server on both deployments.
 
-The JS dependencies are installed with `npm ci` from the committed lockfile, once per
-session and only when node_modules is missing or older than the lockfile. Without
-node/npm the test skips on a developer machine and fails in CI (CI=true), like the
-PostgreSQL and Redis tests.
+The JS dependencies are installed from the committed lockfile (tests/node_clients.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import os
-import shutil
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REQUIRE_SERVICES
+from tests.node_clients import NodeClient, installed_client
+from tests.node_clients import run_node as run_client_script
 from tests.realtime_support import Realtime
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "clients" / "apollo-test"
@@ -30,81 +22,21 @@ SCRIPT = CLIENT_DIR / "cache-convergence.mjs"
 RESUME_SCRIPT = CLIENT_DIR / "resume.mjs"
 HELPER = CLIENT_DIR / "commitcast-link.mjs"
 README = CLIENT_DIR / "README.md"
-LOCKFILE = CLIENT_DIR / "package-lock.json"
-# Written after a successful `npm ci`: the lockfile digest node_modules was built from.
-STAMP = CLIENT_DIR / "node_modules" / ".commitcast-lock-sha256"
-NPM_CI_TIMEOUT = 300.0
 CONVERGENCE_TIMEOUT_MS = 15_000
 SCRIPT_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class NodeClient:
-    node: str
-    directory: Path
-
-
-def tool_missing(message: str) -> None:
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{message} (CI requires it)", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def apollo_client() -> NodeClient:
     """node, with clients/apollo-test/node_modules installed from the lockfile."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        missing = " and ".join(name for name, path in (("node", node), ("npm", npm)) if not path)
-        tool_missing(f"{missing} not found on PATH: the Apollo client test needs Node.js 18+")
-        raise AssertionError("unreachable: tool_missing skips or fails")
-    digest = hashlib.sha256(LOCKFILE.read_bytes()).hexdigest()
-    if not STAMP.is_file() or STAMP.read_text().strip() != digest:
-        try:
-            result = subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund"],
-                cwd=CLIENT_DIR,
-                capture_output=True,
-                text=True,
-                timeout=NPM_CI_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            tool_missing(f"`npm ci` in {CLIENT_DIR} took longer than {NPM_CI_TIMEOUT:.0f} s")
-            raise AssertionError("unreachable: tool_missing skips or fails") from None
-        if result.returncode != 0:
-            tool_missing(
-                f"`npm ci` in {CLIENT_DIR} failed ({result.returncode}):\n"
-                f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
-            )
-        STAMP.write_text(digest)
-    return NodeClient(node, CLIENT_DIR)
+    return installed_client("apollo-test")
 
 
 async def run_node(
     client: NodeClient, env: dict[str, str], script: Path = SCRIPT
 ) -> tuple[int, str]:
     """Run a script of clients/apollo-test; its exit code and everything it printed."""
-    process = await asyncio.create_subprocess_exec(
-        client.node,
-        str(script),
-        cwd=client.directory,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with asyncio.timeout(SCRIPT_TIMEOUT):
-            output, _ = await process.communicate()
-    except TimeoutError:
-        process.kill()
-        output, _ = await process.communicate()
-        text = output.decode(errors="replace")
-        raise AssertionError(
-            f"{script.name} did not finish within {SCRIPT_TIMEOUT:.0f} s:\n{text}"
-        ) from None
-    assert process.returncode is not None
-    return process.returncode, output.decode(errors="replace")
+    return await run_client_script(client, script, env, SCRIPT_TIMEOUT)
 
 
 async def shared_board_environment(realtime: Realtime) -> dict[str, str]:

@@ -285,7 +285,7 @@ async function refusedWithoutAUsableToken() {
   const problems = [];
   const seen = [];
   for (const [what, token, expected] of [
-    ["no token", "", "Authorization: Bearer"],
+    ["an empty token", "", "Authorization: Bearer"],
     ["a malformed token", "not.a.jwt", "invalid"],
     ["a token whose account is gone", env.ghostToken, "no longer exists"],
   ]) {
