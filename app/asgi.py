@@ -14,6 +14,7 @@ from app.graphql import GraphQLView
 from app.health import healthz, readyz
 from app.runtime import open_runtime
 from app.settings import Settings
+from app.streaming import OpenStreams
 from schema import build_schema
 
 GRAPHQL_PATH = "/graphql"
@@ -32,10 +33,12 @@ def create_app(
     streamed over HTTP (app/streaming.py has the defaults); tests shorten it.
     """
     settings = settings or Settings.from_env()
+    open_streams = OpenStreams()
     view = GraphQLView(
         build_schema(),
         allowed_origins=settings.allowed_origins,
         heartbeat_seconds=stream_heartbeat_seconds,
+        open_streams=open_streams,
     )
 
     @asynccontextmanager
@@ -44,7 +47,7 @@ def create_app(
             app.state.runtime = runtime
             yield
 
-    return Starlette(
+    application = Starlette(
         routes=[
             Route("/", _home),
             Route("/healthz", healthz),
@@ -54,3 +57,6 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    # For the server (app.streaming.StreamEndingServer), which ends them at shutdown.
+    application.state.open_streams = open_streams
+    return application

@@ -18,9 +18,16 @@ connection are released.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncGenerator
+
+import uvicorn
 from strawberry.http.streaming import (
     MULTIPART_SUBSCRIPTION_HEARTBEAT_INTERVAL,
     SSE_HEARTBEAT_INTERVAL,
+    AsyncTextStream,
     HTTPStreamTransport,
     MultipartSubscriptionTransport,
     SSETransport,
@@ -63,3 +70,65 @@ def stream_transports(
         heartbeat_interval = multipart_interval
 
     return {GRAPHQL_SSE_PROTOCOL: KeepAliveSSE, MULTIPART_SUBSCRIPTION_PROTOCOL: HeartbeatMultipart}
+
+
+class OpenStreams:
+    """Ends this process's HTTP streams when it shuts down.
+
+    uvicorn's graceful shutdown waits for every response in progress to finish, and a
+    subscription's never does: one open stream would hold a deploy forever. At shutdown
+    each stream ends where it is, without `complete`, so that clients see a dropped
+    connection and resubscribe (to another process) from their last cursor.
+    """
+
+    def __init__(self) -> None:
+        self._closing = asyncio.Event()
+
+    def close_all(self) -> None:
+        self._closing.set()
+
+    def until_shutdown(self, stream: AsyncTextStream) -> AsyncTextStream:
+        closing = self._closing
+
+        async def guarded() -> AsyncGenerator[str, None]:
+            source = stream()
+            shutdown = asyncio.ensure_future(closing.wait())
+            chunk: asyncio.Future[str] | None = None
+            try:
+                while True:
+                    chunk = asyncio.ensure_future(anext(source))
+                    await asyncio.wait((chunk, shutdown), return_when=asyncio.FIRST_COMPLETED)
+                    if not chunk.done():
+                        return
+                    try:
+                        text = chunk.result()
+                    except StopAsyncIteration:
+                        return
+                    chunk = None
+                    yield text
+            finally:
+                # Also reached when the client went away (the response was cancelled):
+                # the subscription must end either way, releasing what it holds.
+                shutdown.cancel()
+                if chunk is not None and not chunk.done():
+                    # Cancelling the pending read ends the source, and with it the
+                    # subscription (strawberry's stream cancels its tasks).
+                    chunk.cancel()
+                    with contextlib.suppress(BaseException):
+                        await chunk
+                if chunk is None or chunk.done():  # not still running in its task
+                    await source.aclose()
+
+        return guarded
+
+
+class StreamEndingServer(uvicorn.Server):
+    """uvicorn's server, ending the open HTTP streams first when it shuts down."""
+
+    def __init__(self, config: uvicorn.Config, streams: OpenStreams) -> None:
+        super().__init__(config)
+        self.streams = streams
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.streams.close_all()
+        await super().shutdown(sockets)

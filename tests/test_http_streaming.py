@@ -14,20 +14,25 @@ the subscription (its broker subscription and database connections released).
 from __future__ import annotations
 
 import json
+import signal
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from app.settings import Settings
 from subscriptions.changes import user_channel
 from tests.live import LiveServer, live_server
 from tests.node_clients import NodeClient, code_blocks, installed_client, run_node
 from tests.realtime_support import Realtime
+from tests.servers import app_environment, running_server
 from tests.support import Account, GraphQLClient, eventually
 from tests.team import signed_token
 
@@ -35,7 +40,7 @@ CLIENT_DIR = Path(__file__).resolve().parent.parent / "clients" / "http-streamin
 SCRIPT = CLIENT_DIR / "streaming.mjs"
 HELPER = CLIENT_DIR / "commitcast-http.mjs"
 REALTIME_DOC = Path(__file__).resolve().parent.parent / "docs" / "realtime.md"
-SCRIPT_TIMEOUT = 40.0
+SCRIPT_TIMEOUT = 60.0
 CLIENT_WAIT_MS = 10_000
 # Short, so that a test sees several keep-alives while a stream is idle (production
 # uses app/streaming.py's defaults: 15 s for SSE, 5 s for multipart).
@@ -45,6 +50,7 @@ STREAM_TIMEOUT = 10.0
 SSE = "text/event-stream"
 MULTIPART = "multipart/mixed;boundary=graphql;subscriptionSpec=1.0,application/json"
 ACCEPT = {"sse": SSE, "multipart": MULTIPART}
+TRANSPORTS = tuple(ACCEPT)
 USER_UPDATES = "subscription { userUpdates { cursor op typename id node { id } } }"
 
 
@@ -66,9 +72,8 @@ def streaming_clients() -> NodeClient:
 # -- the real clients -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("transport", ["sse", "multipart"])
 async def test_real_clients_get_the_websocket_semantics_over_http(
-    streaming: Realtime, streaming_clients: NodeClient, transport: str
+    streaming: Realtime, streaming_clients: NodeClient
 ) -> None:
     api = streaming.api
     ann, bob, cleo = [await api.account(name) for name in ("Ann", "Bob", "Cleo")]
@@ -80,7 +85,7 @@ async def test_real_clients_get_the_websocket_semantics_over_http(
         streaming_clients,
         SCRIPT,
         {
-            "COMMITCAST_TRANSPORT": transport,
+            "COMMITCAST_TRANSPORTS": ",".join(TRANSPORTS),
             "COMMITCAST_HTTP_URL": streaming.server.http_url,
             "COMMITCAST_TOKEN_A": ann.token,
             "COMMITCAST_TOKEN_B": bob.token,
@@ -94,8 +99,8 @@ async def test_real_clients_get_the_websocket_semantics_over_http(
     )
     lines = [line for line in output.splitlines() if line.startswith("http streaming ")]
     assert code == 0, f"{SCRIPT.name} failed (exit {code}):\n{output}"
-    scenarios = [line.split(":")[0].split()[-1] for line in lines]
-    assert scenarios == ["live", "resync", "auth"], output
+    scenarios = [" ".join(line.split(":")[0].split()[-2:]) for line in lines]
+    assert scenarios == [f"{t} {s}" for t in TRANSPORTS for s in ("live", "resync", "auth")], output
     assert all(": OK: " in line for line in lines), output
     for line in lines:
         print(line)  # shown with `pytest -rP`
@@ -264,3 +269,136 @@ async def test_stream_errors_carry_codes_and_end_the_stream(
         for query, token, code in cases:
             errors = await account_stream_errors(server, transport, query, token)
             assert [error["extensions"]["code"] for error in errors] == [code], (query, errors)
+
+
+CARD_WITH_COMMENTS = (
+    "subscription { userUpdates { op id node { id ... on Card { title comments { id } } } } }"
+)
+
+
+@pytest.fixture
+async def postgres_redis_server(empty_postgres_url: str, redis_url: str) -> AsyncIterator[Realtime]:
+    settings = Settings(database_url=empty_postgres_url, broker_url=redis_url)
+    async with (
+        live_server(settings, stream_heartbeat_seconds=HEARTBEAT_SECONDS) as server,
+        httpx.AsyncClient(base_url=server.http_url, timeout=10) as http,
+    ):
+        yield Realtime(server, GraphQLClient(http, server.runtime))
+
+
+@pytest.mark.parametrize("transport", ["sse", "multipart"])
+async def test_a_client_that_leaves_while_its_update_is_being_built_leaks_nothing(
+    postgres_redis_server: Realtime, empty_postgres_url: str, transport: str
+) -> None:
+    """PostgreSQL: the subscription's reload is stuck on a lock (the test holds the
+    comments table) when the client goes away. Its query is cancelled and its connection
+    returned to the pool at once, while the lock is still held."""
+    server, api = postgres_redis_server.server, postgres_redis_server.api
+    ann = await api.account("Ann")
+    board = await api.board(ann, "Launch")
+    card = await api.card(ann, board, "Locked out")
+    channel = user_channel(ann.pk)
+    broker = server.runtime.broker
+    dsn = make_url(empty_postgres_url).set(drivername="postgresql")
+    locker = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    try:
+
+        async def waiting_on_the_lock() -> int:
+            count: int = await locker.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return count
+
+        async with open_stream(server, transport, CARD_WITH_COMMENTS, ann.token):
+
+            async def subscribed() -> bool:
+                return broker.subscriber_count(channel) == 1
+
+            await eventually(subscribed, "the subscription to Ann's channel")
+            lock = locker.transaction()
+            await lock.start()
+            await locker.execute("LOCK TABLE comments IN ACCESS EXCLUSIVE MODE")
+            await api.data(
+                "mutation($i: UpdateCardInput!) { updateCard(input: $i) { id } }",
+                {"i": {"id": card, "title": "Renamed"}},
+                token=ann.token,
+            )
+
+            async def reload_blocked() -> bool:
+                return await waiting_on_the_lock() == 1 and pooled_connections(server) == 1
+
+            await eventually(reload_blocked, "the update's reload to wait on the lock")
+
+        async def released() -> bool:
+            return (
+                broker.subscriber_count(channel) == 0
+                and pooled_connections(server) == 0
+                and await waiting_on_the_lock() == 0
+            )
+
+        await eventually(released, "the reload to be cancelled and its connection returned")
+        await lock.rollback()
+    finally:
+        await locker.close()
+    # The pool is healthy: the next subscriber gets the next change.
+    async with open_stream(server, transport, CARD_WITH_COMMENTS, ann.token) as messages:
+
+        async def resubscribed() -> bool:
+            return broker.subscriber_count(channel) == 1
+
+        await eventually(resubscribed, "a new subscription")
+        await api.data(
+            "mutation($i: UpdateCardInput!) { updateCard(input: $i) { id } }",
+            {"i": {"id": card, "title": "Renamed again"}},
+            token=ann.token,
+        )
+        update = await next_message(messages, heartbeat=False)
+        assert update.payload["data"]["userUpdates"]["node"]["title"] == "Renamed again"
+
+
+def test_shutdown_ends_open_streams_instead_of_waiting_for_them(tmp_path: Path) -> None:
+    """`python -m app` stops promptly on SIGTERM with streams open (uvicorn alone would
+    wait for them forever), ending them without `complete`: clients see a dropped
+    connection and resume elsewhere from their cursor."""
+    env = app_environment(DATABASE_URL="sqlite+aiosqlite:///commitcast.db")
+    with running_server(env=env, cwd=tmp_path) as server:
+        server.wait_until_healthy()
+        with (
+            httpx.Client(base_url=server.base_url, timeout=STREAM_TIMEOUT) as http,
+            ExitStack() as streams,
+        ):
+            signed_up = http.post(
+                "/graphql",
+                json={
+                    "query": "mutation($i: SignUpInput!) { signUp(input: $i) { token } }",
+                    "variables": {
+                        "i": {"email": "ann@example.com", "name": "Ann", "password": "long enough"}
+                    },
+                },
+            ).json()
+            token = signed_up["data"]["signUp"]["token"]
+            headers = {"authorization": f"Bearer {token}"}
+            responses = {
+                transport: streams.enter_context(
+                    http.stream(
+                        "POST",
+                        "/graphql",
+                        json={"query": USER_UPDATES},
+                        headers={**headers, "accept": accept},
+                    )
+                )
+                for transport, accept in ACCEPT.items()
+            }
+            assert all(r.status_code == 200 for r in responses.values())
+            started = time.monotonic()
+            exit_code = server.stop()
+            stopped_in = time.monotonic() - started
+            bodies = {transport: r.read().decode() for transport, r in responses.items()}
+    assert exit_code in (0, -signal.SIGTERM), server.stderr
+    assert stopped_in < 5, f"shutdown took {stopped_in:.1f} s"
+    assert "Application shutdown complete." in server.stderr
+    assert "Traceback" not in server.stderr, server.stderr
+    assert "ERROR" not in server.stderr, server.stderr
+    assert "event: complete" not in bodies["sse"]
+    assert "--graphql--" not in bodies["multipart"]

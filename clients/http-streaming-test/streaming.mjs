@@ -1,6 +1,7 @@
-// userUpdates over HTTP streaming with real clients: graphql-sse (COMMITCAST_TRANSPORT=sse)
-// or Apollo Client's HttpLink multipart subscriptions (COMMITCAST_TRANSPORT=multipart),
-// set up exactly as commitcast-http.mjs (the code docs/realtime.md shows) does.
+// userUpdates over HTTP streaming with real clients: graphql-sse ("sse") and Apollo
+// Client's HttpLink multipart subscriptions ("multipart"), each in turn as listed in
+// COMMITCAST_TRANSPORTS, set up exactly as commitcast-http.mjs (the code
+// docs/realtime.md shows) does.
 //
 // A is the app's user; B shares A's board and changes things; C is on no board of A's.
 // Prints one line per scenario, "http streaming <transport> <scenario>: OK: ..." or
@@ -22,8 +23,8 @@ const USER_UPDATES = `
       node { __typename id ... on Board { name version } ... on Card { title version } }
     }
   }`;
-const PROBE_WAIT_MS = 1500;
-const PROBE_ATTEMPTS = 5;
+const PROBE_WAIT_MS = 500;
+const PROBE_ATTEMPTS = 10;
 const RETRY_MS = 200;
 
 function requireEnv(name) {
@@ -33,7 +34,7 @@ function requireEnv(name) {
 }
 
 const env = {
-  transport: requireEnv("COMMITCAST_TRANSPORT"),
+  transports: requireEnv("COMMITCAST_TRANSPORTS").split(","),
   url: `${requireEnv("COMMITCAST_HTTP_URL").replace(/\/$/, "")}/graphql`,
   tokenA: requireEnv("COMMITCAST_TOKEN_A"),
   tokenB: requireEnv("COMMITCAST_TOKEN_B"),
@@ -121,11 +122,13 @@ const writer = (token) => ({
 });
 
 /** A's side: one subscription through the transport under test. */
+let transport = null;
+
 function subscriber(token) {
-  if (env.transport === "sse") return sseSubscribe(sseClient(env.url, token), USER_UPDATES);
-  if (env.transport === "multipart")
+  if (transport === "sse") return sseSubscribe(sseClient(env.url, token), USER_UPDATES);
+  if (transport === "multipart")
     return apolloSubscribe(apolloClient(env.url, token), gql(USER_UPDATES));
-  throw new Error(`COMMITCAST_TRANSPORT ${env.transport}: use sse or multipart`);
+  throw new Error(`transport ${transport}: use sse or multipart`);
 }
 
 /** What one followUserUpdates received, and bounded waits for it. */
@@ -315,28 +318,30 @@ async function refusedWithoutAUsableToken() {
 }
 
 async function main() {
-  let failed = 0;
   const scenarios = {
     live: liveResumeAndAuthorization,
     resync: resyncFromAMalformedCursor,
     auth: refusedWithoutAUsableToken,
   };
-  for (const [name, scenario] of Object.entries(scenarios)) {
-    const started = Date.now();
-    let problems;
-    let summary = "";
-    try {
-      [problems, summary] = await scenario();
-    } catch (error) {
-      problems = [error?.stack ?? inspect(error)];
-    }
-    const seconds = ((Date.now() - started) / 1000).toFixed(2);
-    const label = `http streaming ${env.transport} ${name}`;
-    if (problems.length === 0) {
-      console.log(`${label}: OK: ${summary}; ${seconds} s`);
-    } else {
-      failed += 1;
-      console.log(`${label}: FAILED: ${problems.join("; ")}`);
+  let failed = 0;
+  for (transport of env.transports) {
+    for (const [name, scenario] of Object.entries(scenarios)) {
+      const started = Date.now();
+      let problems;
+      let summary = "";
+      try {
+        [problems, summary] = await scenario();
+      } catch (error) {
+        problems = [error?.stack ?? inspect(error)];
+      }
+      const seconds = ((Date.now() - started) / 1000).toFixed(2);
+      const label = `http streaming ${transport} ${name}`;
+      if (problems.length === 0) {
+        console.log(`${label}: OK: ${summary}; ${seconds} s`);
+      } else {
+        failed += 1;
+        console.log(`${label}: FAILED: ${problems.join("; ")}`);
+      }
     }
   }
   return failed ? 1 : 0;
@@ -345,7 +350,7 @@ async function main() {
 main().then(
   (code) => process.exit(code),
   (error) => {
-    console.log(`http streaming ${env.transport}: ERROR: ${error?.stack ?? inspect(error)}`);
+    console.log(`http streaming ${transport}: ERROR: ${error?.stack ?? inspect(error)}`);
     process.exit(2);
   },
 );
