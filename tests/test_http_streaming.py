@@ -8,7 +8,9 @@ a network drop is resumed from the last cursor with nothing missed, a malformed 
 gets RESYNC, and a missing, malformed or orphaned token a coded UNAUTHENTICATED error.
 Python streams (httpx) check what the clients cannot see: heartbeats while idle, no
 database connection held while waiting, and that a client closing its connection ends
-the subscription (its broker subscription and database connections released).
+the subscription (its broker subscription and database connections released), also in
+the middle of building an update; a SIGTERM ends open streams instead of waiting for
+them; stream errors (on every transport, WebSockets included) carry `extensions.code`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from tests.realtime_support import Realtime
 from tests.servers import app_environment, running_server
 from tests.support import Account, GraphQLClient, eventually
 from tests.team import signed_token
+from tests.ws_client import graphql_socket
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "clients" / "http-streaming-test"
 SCRIPT = CLIENT_DIR / "streaming.mjs"
@@ -407,3 +410,22 @@ def test_shutdown_ends_open_streams_instead_of_waiting_for_them(tmp_path: Path) 
     assert "ERROR" not in server.stderr, server.stderr
     assert "event: complete" not in bodies["sse"]
     assert "--graphql--" not in bodies["multipart"]
+
+
+async def test_websocket_subscriptions_get_the_same_error_codes(sqlite_url: str) -> None:
+    """Coding streamed results (schema.extensions.ErrorCodes.on_stream_result) serves
+    the WebSocket transports too: their subscription errors were sent uncoded."""
+    async with (
+        live_server(Settings(database_url=sqlite_url)) as server,
+        httpx.AsyncClient(base_url=server.http_url) as http,
+    ):
+        ann = await GraphQLClient(http, server.runtime).account("Ann")
+        async with graphql_socket(server.ws_url, ann.token) as socket:
+            for query, code in [
+                ("subscription { userUpdates { nope } }", "GRAPHQL_VALIDATION_FAILED"),
+                ("subscription { userUpdates {", "GRAPHQL_PARSE_FAILED"),
+            ]:
+                await socket.subscribe(query)
+                message = await socket.receive()
+                assert message["type"] == "error", message
+                assert [e["extensions"]["code"] for e in message["payload"]] == [code], message
