@@ -14,6 +14,7 @@ from app.graphql import GraphQLView
 from app.health import healthz, readyz
 from app.runtime import open_runtime
 from app.settings import Settings
+from app.streaming import OpenStreams
 from schema import build_schema
 
 GRAPHQL_PATH = "/graphql"
@@ -23,10 +24,22 @@ async def _home(_request: Request) -> RedirectResponse:
     return RedirectResponse(GRAPHQL_PATH)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """Build the app. Nothing connects until the lifespan starts."""
+def create_app(
+    settings: Settings | None = None, *, stream_heartbeat_seconds: float | None = None
+) -> Starlette:
+    """Build the app. Nothing connects until the lifespan starts.
+
+    `stream_heartbeat_seconds` overrides the keep-alive interval of subscriptions
+    streamed over HTTP (app/streaming.py has the defaults); tests shorten it.
+    """
     settings = settings or Settings.from_env()
-    view = GraphQLView(build_schema(), allowed_origins=settings.allowed_origins)
+    open_streams = OpenStreams()
+    view = GraphQLView(
+        build_schema(),
+        allowed_origins=settings.allowed_origins,
+        heartbeat_seconds=stream_heartbeat_seconds,
+        open_streams=open_streams,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -34,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.runtime = runtime
             yield
 
-    return Starlette(
+    application = Starlette(
         routes=[
             Route("/", _home),
             Route("/healthz", healthz),
@@ -44,3 +57,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    # For the server (app.streaming.StreamEndingServer), which ends them at shutdown.
+    application.state.open_streams = open_streams
+    return application

@@ -11,6 +11,7 @@ import uvicorn
 
 from app.asgi import GRAPHQL_PATH, create_app
 from app.settings import ENVIRONMENT_VARIABLES, Settings, SettingsError
+from app.streaming import StreamEndingServer
 
 
 def _epilog() -> str:
@@ -56,12 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     shown_host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1", "::") else args.host  # noqa: S104
     print(f"Commitcast GraphiQL: http://{shown_host}:{args.port}{GRAPHQL_PATH}", flush=True)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         ws="websockets-sansio",
         ws_per_message_deflate=False,
     )
+    StreamEndingServer(config, app.state.open_streams).run()
     return 0

@@ -3,20 +3,31 @@ WebSocket connections from their connection_init payload."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, cast
 
+from cross_web import AsyncHTTPRequestAdapter
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
+from strawberry.http.streaming import AsyncTextStream
+from strawberry.schema.base import BaseSchema
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage
 from strawberry.types.unset import UNSET, UnsetType
 
 from app.auth import TokenError
 from app.runtime import Runtime
+from app.streaming import (
+    SUBSCRIPTION_PROTOCOLS,
+    OpenStreams,
+    plain_unless_subscription,
+    stream_transports,
+)
 from models import User
 from schema import Context
 from subscriptions.feed import UpdateFeed
@@ -60,7 +71,42 @@ class LegacyProtocolHandler(BaseGraphQLWSHandler[Context, None]):
 
 
 class GraphQLView(GraphQL[Context, None]):
+    """GraphQL over HTTP, over both WebSocket subprotocols, and subscriptions streamed
+    over HTTP (graphql-sse and multipart; see app/streaming.py)."""
+
     graphql_ws_handler_class = LegacyProtocolHandler
+
+    def __init__(
+        self,
+        schema: BaseSchema,
+        *,
+        allowed_origins: Sequence[str] = (),
+        heartbeat_seconds: float | None = None,
+        open_streams: OpenStreams | None = None,
+    ) -> None:
+        super().__init__(
+            schema, subscription_protocols=SUBSCRIPTION_PROTOCOLS, allowed_origins=allowed_origins
+        )
+        self.stream_transport_classes_by_protocol = stream_transports(heartbeat_seconds)
+        self.open_streams = open_streams or OpenStreams()
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        data = await super().parse_http_body(request)
+        if isinstance(data, list):
+            return data
+        return plain_unless_subscription(data, request.headers)
+
+    async def create_streaming_response(
+        self,
+        request: Request | WebSocket,
+        stream: Callable[[], AsyncIterator[str]],
+        sub_response: Response,
+        headers: Mapping[str, str],
+    ) -> Response:
+        guarded = self.open_streams.until_shutdown(cast("AsyncTextStream", stream))
+        return await super().create_streaming_response(request, guarded, sub_response, headers)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -58,12 +58,21 @@ class ErrorCodes(SchemaExtension):
     # called, and its body never runs.
     async def on_operation(self) -> AsyncIterator[None]:
         yield
-        result = self.execution_context.result
-        if result is not None and result.errors:
+        self._code_errors(self.execution_context.result)
+
+    async def on_stream_result(self, result: Any) -> AsyncIterator[None]:
+        # A streamed operation (a subscription on any transport; any operation over SSE)
+        # sends each result before on_operation ends: code them on their way out.
+        self._code_errors(result)
+        yield
+
+    def _code_errors(self, result: Any) -> None:
+        errors = getattr(result, "errors", None)
+        if errors:
             # Parse and validation failures end the operation before execution starts.
             before_execution = isinstance(result, PreExecutionError)
             result.errors = [
-                self._with_code(error, before_execution=before_execution) for error in result.errors
+                self._with_code(error, before_execution=before_execution) for error in errors
             ]
 
     def _with_code(self, error: GraphQLError, *, before_execution: bool) -> GraphQLError:

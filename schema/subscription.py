@@ -9,6 +9,7 @@ from enum import Enum
 import strawberry
 
 from schema.context import Context, Info
+from schema.errors import unauthenticated
 from schema.ids import encode_id
 from schema.nodes import visible_node
 from schema.types import Node
@@ -115,6 +116,12 @@ class Subscription:
             # Subscribed (and confirmed) before the log is read: whatever commits from
             # here on either is in the first read or wakes us up later.
             position = stream.start.position
+            # A WebSocket checked this at connection_init; an HTTP stream (SSE,
+            # multipart) has only its token, which may outlive its account. Checked
+            # once the starting point is fixed, so it delays nothing that follows.
+            if await ctx.loaders.user.load(viewer_id) is None:
+                raise unauthenticated("The account this token was issued to no longer exists.")
+            await ctx.close()  # the wait for the first change holds no connection
             if stream.start.resync:
                 yield resync(encode_cursor(viewer_id, position))
             while True:

@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from app.asgi import create_app
 from app.runtime import Runtime
 from app.settings import Settings
+from app.streaming import StreamEndingServer
 from tests.servers import free_port
 
 STARTUP_TIMEOUT = 20.0
@@ -31,8 +32,10 @@ class LiveServer:
 
 
 @asynccontextmanager
-async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
-    app = create_app(settings)
+async def live_server(
+    settings: Settings, *, stream_heartbeat_seconds: float | None = None
+) -> AsyncIterator[LiveServer]:
+    app = create_app(settings, stream_heartbeat_seconds=stream_heartbeat_seconds)
     port = free_port()
     config = uvicorn.Config(
         app,
@@ -43,7 +46,7 @@ async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
         ws_per_message_deflate=False,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = StreamEndingServer(config, app.state.open_streams)
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(STARTUP_TIMEOUT):

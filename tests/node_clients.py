@@ -71,9 +71,11 @@ def installed_package(directory: Path) -> NodeClient:
     return NodeClient(node, directory)
 
 
-async def run_node(client: NodeClient, env: dict[str, str], *args: str) -> tuple[int, str]:
-    """Run `node <args>` in the package's directory; its exit code and everything it
-    printed."""
+async def run_node(
+    client: NodeClient, env: dict[str, str], *args: str, within: float = SCRIPT_TIMEOUT
+) -> tuple[int, str]:
+    """Run `node <args>` in the package's directory (at most `within` seconds); its exit
+    code and everything it printed."""
     process = await asyncio.create_subprocess_exec(
         client.node,
         *args,
@@ -83,14 +85,14 @@ async def run_node(client: NodeClient, env: dict[str, str], *args: str) -> tuple
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        async with asyncio.timeout(SCRIPT_TIMEOUT):
+        async with asyncio.timeout(within):
             output, _ = await process.communicate()
     except TimeoutError:
         process.kill()
         output, _ = await process.communicate()
         text = output.decode(errors="replace")
         raise AssertionError(
-            f"node {' '.join(args)} did not finish within {SCRIPT_TIMEOUT:.0f} s:\n{text}"
+            f"node {' '.join(args)} did not finish within {within:.0f} s:\n{text}"
         ) from None
     assert process.returncode is not None
     return process.returncode, output.decode(errors="replace")
@@ -113,3 +115,9 @@ async def shared_board_environment(realtime: Realtime) -> dict[str, str]:
         "COMMITCAST_BOARD_ID": board,
         "COMMITCAST_TIMEOUT_MS": str(CONVERGENCE_TIMEOUT_MS),
     }
+
+
+def code_blocks(markdown: str, language: str) -> list[str]:
+    """The fenced ```<language> blocks of a Markdown text, stripped."""
+    blocks = [block.strip() for block in markdown.split("```")[1::2]]
+    return [block.removeprefix(language).strip() for block in blocks if block.startswith(language)]
