@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REQUIRE_SERVICES
+from tests.conftest import tool_missing
 from tests.realtime_support import Realtime
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "clients" / "apollo-test"
@@ -42,12 +42,6 @@ SCRIPT_TIMEOUT = 30.0
 class NodeClient:
     node: str
     directory: Path
-
-
-def tool_missing(message: str) -> None:
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{message} (CI requires it)", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

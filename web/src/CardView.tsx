@@ -29,9 +29,14 @@ export function CardView({ card, onMoveUp, onMoveDown }: CardViewProps) {
           checked={card.done}
           title="Done"
           data-testid="card-done"
-          onChange={(e) =>
-            updateCard({ variables: { input: { id: card.id, done: e.target.checked } } }).catch(report)
-          }
+          onChange={(e) => {
+            const done = e.target.checked;
+            // Ticks at once; the server's answer (and everyone's update) confirms it.
+            updateCard({
+              variables: { input: { id: card.id, done } },
+              optimisticResponse: { updateCard: { ...card, done } },
+            }).catch(report);
+          }}
         />
         <EditableText text={card.title} onSave={save} name="card-title" />
         <span className="actions">
