@@ -11,6 +11,7 @@ fails when CI=true.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Locator, Page, async_playwright
+from playwright.async_api import Browser, Locator, Page, WebSocketRoute, async_playwright
 
 from app.web import DEFAULT_WEB_DIST
 from tests.conftest import tool_missing
@@ -33,6 +34,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 BUILD_TIMEOUT = 300.0
 LIVE_WITHIN_SECONDS = 1.0  # what the board promises: a change shows on every page within 1 s
 WAIT_TIMEOUT_MS = 10_000  # how long to wait before calling a change lost
+CLOSE_SERVICE_RESTART = 1012  # a close graphql-ws retries after (4xxx codes may be fatal)
 
 # What a page shows of the board, read from the DOM (installed before each page load).
 SNAPSHOT_SCRIPT = """
@@ -87,11 +89,49 @@ async def browser(web_dist: Path) -> AsyncIterator[Browser]:
             await chromium.close()
 
 
-async def open_page(browser: Browser, base_url: str, account: Account) -> Page:
+class Network:
+    """The page's WebSockets, routed through Playwright so that the test can cut them
+    (and refuse new ones) like a dropped network, and see what the page sends."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.open: list[tuple[WebSocketRoute, WebSocketRoute]] = []
+        self.sent: list[dict[str, Any]] = []
+
+    async def route(self, page_side: WebSocketRoute) -> None:
+        if not self.up:
+            await page_side.close(code=CLOSE_SERVICE_RESTART)
+            return
+        server_side = page_side.connect_to_server()
+
+        def forward(message: str | bytes) -> None:
+            self.sent.append(json.loads(message))
+            server_side.send(message)
+
+        page_side.on_message(forward)
+        self.open.append((page_side, server_side))
+
+    async def drop(self) -> None:
+        self.up = False
+        for page_side, server_side in self.open:
+            await page_side.close(code=CLOSE_SERVICE_RESTART)
+            await server_side.close()
+        self.open.clear()
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """The variables of every subscribe message the page sent, in order."""
+        return [m["payload"]["variables"] for m in self.sent if m.get("type") == "subscribe"]
+
+
+async def open_page(
+    browser: Browser, base_url: str, account: Account, network: Network | None = None
+) -> Page:
     """A browser context of its own (its own localStorage), logged in through the form."""
     context = await browser.new_context(base_url=base_url, viewport={"width": 1100, "height": 760})
     context.set_default_timeout(WAIT_TIMEOUT_MS)
     await context.add_init_script(SNAPSHOT_SCRIPT)
+    if network is not None:
+        await context.route_web_socket("**/graphql", network.route)
     page = await context.new_page()
     await page.goto("/")
     await page.get_by_placeholder("Email").fill(account.email)
@@ -101,8 +141,8 @@ async def open_page(browser: Browser, base_url: str, account: Account) -> Page:
     return page
 
 
-async def connected(page: Page) -> None:
-    await page.wait_for_selector('[data-testid="connection"][data-state="connected"]')
+async def connected(page: Page, state: str = "connected") -> None:
+    await page.wait_for_selector(f'[data-testid="connection"][data-state="{state}"]')
 
 
 async def board_text(page: Page) -> str:
@@ -257,3 +297,49 @@ async def test_two_users_see_each_change_live_and_a_reload_shows_the_same_board(
     timings = ", ".join(f"{what} {s * 1000:.0f} ms" for what, s in live.latencies)
     print(f"Bob's page: board listed {board_listed * 1000:.0f} ms, {timings}")
     print(f"screenshot: {screenshot}")
+
+
+# The client's side of resuming; the server's is covered on both deployments elsewhere.
+@pytest.mark.parametrize("realtime_settings", ["sqlite+memory"], indirect=True)
+async def test_after_a_dropped_connection_the_page_resumes_from_its_cursor(
+    realtime: Realtime, browser: Browser
+) -> None:
+    """The indicator goes reconnecting -> resynced; what changed meanwhile shows up
+    without a reload, fetched by resubscribing with the last cursor; a reload then shows
+    the same board."""
+    api, base_url = realtime.api, realtime.server.http_url
+    ann, bob = await api.account("Ann"), await api.account("Bob")
+    board = await api.board(ann, "Launch")
+    await api.add_member(ann, board, bob, "EDITOR")
+    first = await api.card(ann, board, "Already there")
+    network = Network()
+    page = await open_page(browser, base_url, bob, network)
+    await page.goto(f"/#board={board}")
+    await page.wait_for_function(SHOWS_CARDS, arg=[card("Already there")], polling="raf")
+    # One live update first, so that the page holds a cursor.
+    await api.data(
+        'mutation($id: ID!) { updateCard(input: {id: $id, title: "Renamed"}) { id } }',
+        {"id": first},
+        token=ann.token,
+    )
+    await page.wait_for_function(SHOWS_CARDS, arg=[card("Renamed")], polling="raf")
+
+    await network.drop()
+    await connected(page, "reconnecting")
+    second = await api.card(ann, board, "Made while Bob was away")
+    await api.comment(ann, second, "Missed it?")
+    await api.data("mutation($id: ID!) { deleteCard(id: $id) }", {"id": first}, token=ann.token)
+    network.up = True
+
+    await connected(page, "resynced")
+    missed = [card("Made while Bob was away", "Missed it?")]
+    await page.wait_for_function(SHOWS_CARDS, arg=missed, polling="raf")
+    first_subscription, *resubscriptions = network.subscriptions()
+    assert first_subscription["after"] is None, network.subscriptions()
+    assert resubscriptions, "the page never subscribed again"
+    assert all(variables["after"] for variables in resubscriptions), network.subscriptions()
+
+    before = await board_text(page)
+    await page.reload()
+    await connected(page)
+    assert await board_text(page) == before

@@ -14,6 +14,14 @@ function webSocketUrl(): string {
   return `${scheme}://${window.location.host}${GRAPHQL_PATH}`;
 }
 
+/** Sooner than graphql-ws's default (1 s + up to 3 s, doubling) for the first tries,
+ * since a person is looking at the page; at most ~15 s apart, with jitter so that many
+ * pages do not all come back at once after a server restart. */
+function retryWait(retries: number): Promise<void> {
+  const delay = Math.min(500 * 2 ** retries, 15_000) * (0.5 + Math.random() / 2);
+  return new Promise((resolve) => setTimeout(resolve, delay));
+}
+
 export function createSession(token: string): Session {
   const authorization = `Bearer ${token}`;
   const wsClient = createClient({
@@ -22,6 +30,7 @@ export function createSession(token: string): Session {
     // Keep reconnecting for as long as the page is open; live.ts resumes from the cursor.
     retryAttempts: Infinity,
     shouldRetry: () => true,
+    retryWait,
   });
   const link = split(
     ({ query }) => {
