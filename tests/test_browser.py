@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Locator, Page, WebSocketRoute, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    WebSocketRoute,
+    async_playwright,
+)
 
 from app.web import DEFAULT_WEB_DIST
 from tests.conftest import tool_missing
@@ -78,8 +85,9 @@ def web_dist() -> Path:
     return DEFAULT_WEB_DIST
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 async def browser(web_dist: Path) -> AsyncIterator[Browser]:
+    """One Chromium for the run; each page gets a browser context of its own."""
     async with async_playwright() as playwright:
         # Debian's Chromium; Playwright's own browser builds are never downloaded.
         chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM))
@@ -123,22 +131,38 @@ class Network:
         return [m["payload"]["variables"] for m in self.sent if m.get("type") == "subscribe"]
 
 
-async def open_page(
-    browser: Browser, base_url: str, account: Account, network: Network | None = None
-) -> Page:
-    """A browser context of its own (its own localStorage), logged in through the form."""
-    context = await browser.new_context(base_url=base_url, viewport={"width": 1100, "height": 760})
-    context.set_default_timeout(WAIT_TIMEOUT_MS)
-    await context.add_init_script(SNAPSHOT_SCRIPT)
-    if network is not None:
-        await context.route_web_socket("**/graphql", network.route)
-    page = await context.new_page()
-    await page.goto("/")
-    await page.get_by_placeholder("Email").fill(account.email)
-    await page.get_by_placeholder("Password").fill(PASSWORD)
-    await page.get_by_test_id("sign-in-submit").click()
-    await connected(page)
-    return page
+class Pages:
+    """Opens each user's page in a browser context of its own (its own localStorage),
+    logged in through the form; closes them all after the test."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.contexts: list[BrowserContext] = []
+
+    async def open(self, base_url: str, account: Account, network: Network | None = None) -> Page:
+        context = await self.browser.new_context(
+            base_url=base_url, viewport={"width": 1100, "height": 760}
+        )
+        self.contexts.append(context)
+        context.set_default_timeout(WAIT_TIMEOUT_MS)
+        await context.add_init_script(SNAPSHOT_SCRIPT)
+        if network is not None:
+            await context.route_web_socket("**/graphql", network.route)
+        page = await context.new_page()
+        await page.goto("/")
+        await page.get_by_placeholder("Email").fill(account.email)
+        await page.get_by_placeholder("Password").fill(PASSWORD)
+        await page.get_by_test_id("sign-in-submit").click()
+        await connected(page)
+        return page
+
+
+@pytest.fixture
+async def pages(browser: Browser) -> AsyncIterator[Pages]:
+    opened = Pages(browser)
+    yield opened
+    for context in opened.contexts:
+        await context.close()
 
 
 async def connected(page: Page, state: str = "connected") -> None:
@@ -174,12 +198,12 @@ class LiveCheck:
 
 
 async def test_two_users_see_each_change_live_and_a_reload_shows_the_same_board(
-    realtime: Realtime, browser: Browser, request: pytest.FixtureRequest
+    realtime: Realtime, pages: Pages, request: pytest.FixtureRequest
 ) -> None:
     api, base_url = realtime.api, realtime.server.http_url
     ann, bob = await api.account("Ann"), await api.account("Bob")
-    ann_page = await open_page(browser, base_url, ann)
-    bob_page = await open_page(browser, base_url, bob)
+    ann_page = await pages.open(base_url, ann)
+    bob_page = await pages.open(base_url, bob)
 
     # Ann creates the board and adds Bob: it appears in Bob's board list, live.
     await ann_page.get_by_placeholder("New board").fill("Launch")
@@ -302,7 +326,7 @@ async def test_two_users_see_each_change_live_and_a_reload_shows_the_same_board(
 # The client's side of resuming; the server's is covered on both deployments elsewhere.
 @pytest.mark.parametrize("realtime_settings", ["sqlite+memory"], indirect=True)
 async def test_after_a_dropped_connection_the_page_resumes_from_its_cursor(
-    realtime: Realtime, browser: Browser
+    realtime: Realtime, pages: Pages
 ) -> None:
     """The indicator goes reconnecting -> resynced; what changed meanwhile shows up
     without a reload, fetched by resubscribing with the last cursor; a reload then shows
@@ -313,7 +337,7 @@ async def test_after_a_dropped_connection_the_page_resumes_from_its_cursor(
     await api.add_member(ann, board, bob, "EDITOR")
     first = await api.card(ann, board, "Already there")
     network = Network()
-    page = await open_page(browser, base_url, bob, network)
+    page = await pages.open(base_url, bob, network)
     await page.goto(f"/#board={board}")
     await page.wait_for_function(SHOWS_CARDS, arg=[card("Already there")], polling="raf")
     # One live update first, so that the page holds a cursor.
