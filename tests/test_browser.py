@@ -169,6 +169,15 @@ async def connected(page: Page, state: str = "connected") -> None:
     await page.wait_for_selector(f'[data-testid="connection"][data-state="{state}"]')
 
 
+async def mark_document(page: Page) -> None:
+    """Tag the loaded document: a reload or navigation would lose the tag."""
+    await page.evaluate("window.commitcastTestDocument = true")
+
+
+async def same_document(page: Page) -> bool:
+    return bool(await page.evaluate("window.commitcastTestDocument === true"))
+
+
 async def board_text(page: Page) -> str:
     """The rendered board as a person reads it, whitespace normalized."""
     text = await page.get_by_test_id("board").inner_text()
@@ -204,6 +213,7 @@ async def test_two_users_see_each_change_live_and_a_reload_shows_the_same_board(
     ann, bob = await api.account("Ann"), await api.account("Bob")
     ann_page = await pages.open(base_url, ann)
     bob_page = await pages.open(base_url, bob)
+    await mark_document(bob_page)
 
     # Ann creates the board and adds Bob: it appears in Bob's board list, live.
     await ann_page.get_by_placeholder("New board").fill("Launch")
@@ -310,6 +320,7 @@ async def test_two_users_see_each_change_live_and_a_reload_shows_the_same_board(
     assert board_listed <= LIVE_WITHIN_SECONDS, f"the board reached Bob's list in {board_listed}"
     assert not live.slow(), f"slower than {LIVE_WITHIN_SECONDS} s on Bob's page: {live.slow()}"
 
+    assert await same_document(bob_page), "Bob's page was reloaded or navigated away"
     # No drift: what the live cache rendered is what a fresh load renders, on both pages.
     before = await board_text(bob_page)
     assert before == await board_text(ann_page)
@@ -340,6 +351,7 @@ async def test_after_a_dropped_connection_the_page_resumes_from_its_cursor(
     page = await pages.open(base_url, bob, network)
     await page.goto(f"/#board={board}")
     await page.wait_for_function(SHOWS_CARDS, arg=[card("Already there")], polling="raf")
+    await mark_document(page)
     # One live update first, so that the page holds a cursor.
     await api.data(
         'mutation($id: ID!) { updateCard(input: {id: $id, title: "Renamed"}) { id } }',
@@ -363,6 +375,7 @@ async def test_after_a_dropped_connection_the_page_resumes_from_its_cursor(
     assert resubscriptions, "the page never subscribed again"
     assert all(variables["after"] for variables in resubscriptions), network.subscriptions()
 
+    assert await same_document(page), "the page was reloaded or navigated away"
     before = await board_text(page)
     await page.reload()
     await connected(page)
