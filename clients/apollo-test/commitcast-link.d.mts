@@ -1,6 +1,7 @@
-// Types of commitcast-link.mjs, for TypeScript apps that import it (web/ does).
-import type { ApolloClient, DocumentNode } from "@apollo/client";
-import type { Client } from "graphql-ws";
+// Types of commitcast-link.mjs, for TypeScript apps that import it (web/ does). They
+// import nothing, so they hold whichever copy of @apollo/client and graphql-ws the app
+// resolves: `client` is an ApolloClient, `wsClient` a graphql-ws Client, `query` the
+// userUpdates subscription document.
 
 export type UserUpdate = {
   cursor: string;
@@ -11,9 +12,9 @@ export type UserUpdate = {
 };
 
 export function followUserUpdates(options: {
-  client: ApolloClient<object>;
-  wsClient: Client;
-  query: DocumentNode;
+  client: object;
+  wsClient: { on(event: "connected" | "closed", listener: (...args: never[]) => void): () => void };
+  query: object;
   after?: string | null;
   onUpdate?: (update: UserUpdate) => void;
   onError?: (error: unknown) => void;
