@@ -6,8 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import RedirectResponse
 from starlette.routing import Route, WebSocketRoute
 
 from app.graphql import GraphQLView
@@ -15,13 +13,10 @@ from app.health import healthz, readyz
 from app.runtime import open_runtime
 from app.settings import Settings
 from app.streaming import OpenStreams
+from app.web import DEFAULT_WEB_DIST, web_routes
 from schema import build_schema
 
 GRAPHQL_PATH = "/graphql"
-
-
-async def _home(_request: Request) -> RedirectResponse:
-    return RedirectResponse(GRAPHQL_PATH)
 
 
 def create_app(
@@ -49,7 +44,7 @@ def create_app(
 
     application = Starlette(
         routes=[
-            Route("/", _home),
+            *web_routes(DEFAULT_WEB_DIST, fallback_url=GRAPHQL_PATH),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route(GRAPHQL_PATH, view, methods=["GET", "POST"]),

@@ -12,6 +12,7 @@ import uvicorn
 from app.asgi import GRAPHQL_PATH, create_app
 from app.settings import ENVIRONMENT_VARIABLES, Settings, SettingsError
 from app.streaming import StreamEndingServer
+from app.web import DEFAULT_WEB_DIST, board_index
 
 
 def _epilog() -> str:
@@ -57,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     shown_host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1", "::") else args.host  # noqa: S104
     print(f"Commitcast GraphiQL: http://{shown_host}:{args.port}{GRAPHQL_PATH}", flush=True)
+    if board_index(DEFAULT_WEB_DIST) is not None:
+        print(f"Commitcast board: http://{shown_host}:{args.port}/", flush=True)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

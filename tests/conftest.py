@@ -48,6 +48,13 @@ def service_missing(name: str, url: str, error: BaseException) -> None:
     pytest.skip(message)
 
 
+def tool_missing(message: str) -> None:
+    """A tool a test needs (node, chromium) is absent: skip, or fail in CI."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} (CI requires it)", pytrace=False)
+    pytest.skip(message)
+
+
 def _asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 

@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from app.asgi import create_app
 from app.auth import Authenticator
 from app.settings import Settings
+from app.web import DEFAULT_WEB_DIST, board_index
 from schema import Context, build_schema
 from schema.errors import (
     BAD_USER_INPUT,
@@ -80,10 +81,17 @@ async def test_graphiql_is_served_to_browsers(http: httpx.AsyncClient) -> None:
     assert "graphiql" in response.text.lower()
 
 
-async def test_root_redirects_to_graphiql(http: httpx.AsyncClient) -> None:
+async def test_root_serves_the_built_board_or_leads_to_graphiql(http: httpx.AsyncClient) -> None:
+    """Either way, depending on whether web/dist is built here (tests/test_web.py checks
+    both cases on a directory of its own)."""
     response = await http.get("/")
-    assert response.is_redirect
-    assert response.headers["location"].endswith("/graphql")
+    index = board_index(DEFAULT_WEB_DIST)
+    if index is None:
+        assert response.is_redirect
+        assert response.headers["location"].endswith("/graphql")
+    else:
+        assert response.status_code == 200
+        assert response.text == index.read_text()
 
 
 async def test_healthz(http: httpx.AsyncClient) -> None:
