@@ -19,6 +19,7 @@ from app.auth import TokenError
 from app.runtime import Runtime
 from models import User
 from schema import Context
+from subscriptions.delivery import DeliveryObserver
 from subscriptions.feed import UpdateFeed
 
 CLOSE_BAD_REQUEST = 4400
@@ -68,7 +69,10 @@ class GraphQLView(GraphQL[Context, None]):
         runtime: Runtime = request.app.state.runtime
         viewer_id: int | None = None
         problem: str | None = None
-        if isinstance(request, Request):
+        transport = "http"
+        if isinstance(request, WebSocket):
+            transport = await self.pick_websocket_subprotocol(request) or "websocket"
+        else:
             try:
                 claims = runtime.authenticator.read_authorization(
                     request.headers.get("authorization")
@@ -86,6 +90,7 @@ class GraphQLView(GraphQL[Context, None]):
             request=request,
             response=response,
             feed=UpdateFeed(runtime.broker, runtime.engine),
+            deliveries=DeliveryObserver(runtime.metrics, transport),
         )
 
     async def authenticate_connection(self, context: Context, params: Any) -> str | None:

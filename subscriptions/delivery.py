@@ -1,0 +1,157 @@
+"""Watching delivery: what each subscription hands to its connection, what it fails to
+deliver and why, and the RESYNCs it sends (metrics, and one log line per failure).
+
+The app builds one `DeliveryObserver` per connection (or HTTP request), knowing the
+process's Metrics and the transport; `userUpdates` reports to it. "Delivered" means
+handed to the connection: the subscription generator resumes after its `yield` only
+once the transport has sent the update (graphql-transport-ws and graphql-ws send each
+result before asking for the next), so that is where a delivery is counted and its
+latency measured. A generator closed at its `yield` never got its update sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from enum import Enum
+from types import TracebackType
+from typing import Protocol, TypeVar
+
+from models import utcnow
+from subscriptions.changelog import LoggedChange
+from subscriptions.cursors import AHEAD_OF_LOG, EXPIRED_CURSOR, INVALID_CURSOR
+from subscriptions.metrics import DISCONNECTED, RELOAD_ERROR, Metrics, unobserved
+
+logger = logging.getLogger("commitcast.delivery")
+
+RESYNC_EXPLANATIONS = {
+    INVALID_CURSOR: "its cursor is malformed or was issued to another user",
+    EXPIRED_CURSOR: "its cursor is older than the change log's retention (CHANGE_LOG_RETENTION)",
+    AHEAD_OF_LOG: "its cursor is beyond the newest change (was the database restored?)",
+}
+
+
+class Update(Protocol):
+    @property
+    def op(self) -> Enum: ...
+
+
+U = TypeVar("U", bound=Update)
+
+
+class DeliveryObserver:
+    def __init__(self, metrics: Metrics | None = None, transport: str = "http") -> None:
+        self.metrics = metrics or unobserved()
+        self.transport = transport
+
+    @asynccontextmanager
+    async def subscribed(self) -> AsyncIterator[None]:
+        """Around a running subscription: the active subscriptions gauge."""
+        gauge = self.metrics.active_subscriptions.labels(self.transport)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
+
+    def resync(self, user_id: int, reason: str | None) -> None:
+        reason = reason or INVALID_CURSOR
+        self.metrics.resyncs.labels(reason).inc()
+        logger.info(
+            "RESYNC sent to user %d: %s; the client refetches its queries",
+            user_id,
+            RESYNC_EXPLANATIONS.get(reason, reason),
+            extra={"event": "resync", "user_id": user_id, "reason": reason},
+        )
+
+    def delivering(self, user_id: int, change: LoggedChange) -> Delivery:
+        """Around loading and sending one change's update:
+
+        with observer.delivering(user_id, change) as delivery:
+            item = await present(...)      # may be None: not the viewer's to see
+            if item is not None:
+                yield delivery.sending(item)
+        """
+        return Delivery(self.metrics, user_id, change)
+
+
+class Delivery:
+    def __init__(self, metrics: Metrics, user_id: int, change: LoggedChange) -> None:
+        self._metrics = metrics
+        self._user_id = user_id
+        self._change = change
+        self._op: str | None = None
+
+    def sending(self, update: U) -> U:
+        """Mark `update` as the one about to be yielded (and so sent); return it."""
+        self._op = str(update.op.value)
+        return update
+
+    def __enter__(self) -> Delivery:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if error is None:
+            if self._op is not None:
+                self._delivered(self._op)
+        elif isinstance(error, GeneratorExit | asyncio.CancelledError):
+            # Closed while its update was being sent: the connection went away, or the
+            # subscription was stopped. (Closed while loading: nothing was due yet.)
+            if self._op is not None:
+                self._failed(DISCONNECTED, _why_not_sent(error))
+        elif isinstance(error, Exception):
+            self._failed(
+                RELOAD_ERROR,
+                f"loading the record failed ({type(error).__name__}: {error})",
+                error,
+            )
+
+    def _delivered(self, op: str) -> None:
+        self._metrics.changes_delivered.labels(op).inc()
+        committed_at = self._change.committed_at
+        if committed_at is not None:
+            # Clocks of different hosts may disagree by a little: never negative.
+            seconds = max(0.0, (utcnow() - committed_at).total_seconds())
+            self._metrics.delivery_latency.observe(seconds)
+
+    def _failed(self, reason: str, why: str, error: BaseException | None = None) -> None:
+        change = self._change
+        self._metrics.failed_deliveries.labels(reason).inc()
+        logger.log(
+            logging.INFO if reason == DISCONNECTED else logging.WARNING,
+            "update for change %d (%s %d) not delivered to user %d: %s",
+            change.id,
+            change.typename,
+            change.record_id,
+            self._user_id,
+            why,
+            exc_info=error,
+            extra={
+                "event": "delivery_failed",
+                "reason": reason,
+                "user_id": self._user_id,
+                "change_id": change.id,
+                "typename": change.typename,
+                "record_id": change.record_id,
+            },
+        )
+
+
+def _why_not_sent(error: BaseException) -> str:
+    # A generator closed at its `yield` gets GeneratorExit; what made its consumer stop
+    # (the send's own error, or a cancellation) is the exception being handled then.
+    cause = error.__context__ if isinstance(error, GeneratorExit) else error
+    if cause is None or isinstance(cause, asyncio.CancelledError | GeneratorExit):
+        return (
+            "the subscription stopped before it was sent (connection closed or "
+            "subscription completed); the client resumes from its last cursor"
+        )
+    detail = f"{type(cause).__name__}: {cause}".rstrip(": ")
+    return f"sending failed ({detail}); the client resumes from its last cursor"
