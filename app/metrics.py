@@ -30,7 +30,7 @@ async def metrics_endpoint(request: Request) -> Response:
             headers={"WWW-Authenticate": "Bearer"},
         )
     # The Prometheus text format, or OpenMetrics when the scraper asks for it.
-    encode, content_type = choose_encoder(request.headers.get("accept"))
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
     return Response(encode(runtime.metrics.registry), headers={"Content-Type": content_type})
 
 
