@@ -11,8 +11,18 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    Message as TransportWSMessage,
+)
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
-from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ConnectionInitMessage,
+    OperationMessage,
+)
 from strawberry.types.unset import UNSET, UnsetType
 
 from app.auth import TokenError
@@ -39,9 +49,33 @@ def _authorization_param(params: Any) -> Any:
     return None
 
 
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, telling the delivery observer why a send failed (for its
+    log line), and not logging a traceback for a client that simply went away."""
+
+    async def send_message(self, message: TransportWSMessage) -> None:
+        try:
+            await super().send_message(message)
+        except BaseException as exc:
+            self.context.deliveries.send_failed(exc)
+            raise
+
+    async def handle_task_exception(self, error: Exception) -> None:
+        if not isinstance(error, WebSocketDisconnected):
+            await super().handle_task_exception(error)
+
+
 class LegacyProtocolHandler(BaseGraphQLWSHandler[Context, None]):
     """The legacy graphql-ws subprotocol, closing unauthenticated sockets with 4403 like
-    graphql-transport-ws does (strawberry's default here would be 1011)."""
+    graphql-transport-ws does (strawberry's default here would be 1011), and telling the
+    delivery observer why a send failed."""
+
+    async def send_message(self, message: OperationMessage) -> None:
+        try:
+            await super().send_message(message)
+        except BaseException as exc:
+            self.context.deliveries.send_failed(exc)
+            raise
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         payload = message.get("payload")
@@ -62,6 +96,7 @@ class LegacyProtocolHandler(BaseGraphQLWSHandler[Context, None]):
 
 class GraphQLView(GraphQL[Context, None]):
     graphql_ws_handler_class = LegacyProtocolHandler
+    graphql_transport_ws_handler_class = TransportWSHandler
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -6,7 +6,9 @@ process's Metrics and the transport; `userUpdates` reports to it. "Delivered" me
 handed to the connection: the subscription generator resumes after its `yield` only
 once the transport has sent the update (graphql-transport-ws and graphql-ws send each
 result before asking for the next), so that is where a delivery is counted and its
-latency measured. A generator closed at its `yield` never got its update sent.
+latency measured. A generator closed at its `yield` never got its update sent; the
+transport tells the observer why (`send_failed`), since the generator only sees
+GeneratorExit.
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ class DeliveryObserver:
     def __init__(self, metrics: Metrics | None = None, transport: str = "http") -> None:
         self.metrics = metrics or unobserved()
         self.transport = transport
+        self.send_error: BaseException | None = None
+
+    def send_failed(self, error: BaseException) -> None:
+        """Called by the transport when sending on this connection raised (the socket
+        closed, or the operation was cancelled mid-send)."""
+        self.send_error = error
 
     @asynccontextmanager
     async def subscribed(self) -> AsyncIterator[None]:
@@ -74,12 +82,13 @@ class DeliveryObserver:
             if item is not None:
                 yield delivery.sending(item)
         """
-        return Delivery(self.metrics, user_id, change)
+        return Delivery(self, user_id, change)
 
 
 class Delivery:
-    def __init__(self, metrics: Metrics, user_id: int, change: LoggedChange) -> None:
-        self._metrics = metrics
+    def __init__(self, observer: DeliveryObserver, user_id: int, change: LoggedChange) -> None:
+        self._observer = observer
+        self._metrics = observer.metrics
         self._user_id = user_id
         self._change = change
         self._op: str | None = None
@@ -105,7 +114,7 @@ class Delivery:
             # Closed while its update was being sent: the connection went away, or the
             # subscription was stopped. (Closed while loading: nothing was due yet.)
             if self._op is not None:
-                self._failed(DISCONNECTED, _why_not_sent(error))
+                self._failed(DISCONNECTED, _why_not_sent(self._observer.send_error))
         elif isinstance(error, Exception):
             self._failed(
                 RELOAD_ERROR,
@@ -144,14 +153,24 @@ class Delivery:
         )
 
 
-def _why_not_sent(error: BaseException) -> str:
-    # A generator closed at its `yield` gets GeneratorExit; what made its consumer stop
-    # (the send's own error, or a cancellation) is the exception being handled then.
-    cause = error.__context__ if isinstance(error, GeneratorExit) else error
-    if cause is None or isinstance(cause, asyncio.CancelledError | GeneratorExit):
-        return (
-            "the subscription stopped before it was sent (connection closed or "
-            "subscription completed); the client resumes from its last cursor"
+def _why_not_sent(send_error: BaseException | None) -> str:
+    if send_error is None or isinstance(send_error, asyncio.CancelledError):
+        why = (
+            "the subscription was stopped before it was sent (connection closed or "
+            "subscription completed)"
         )
-    detail = f"{type(cause).__name__}: {cause}".rstrip(": ")
-    return f"sending failed ({detail}); the client resumes from its last cursor"
+    else:
+        why = f"sending failed ({_describe(send_error)})"
+    return f"{why}; the client resumes from its last cursor"
+
+
+def _describe(error: BaseException) -> str:
+    """`Outer <- Inner <- Root: the first message`: transports wrap the socket's error."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain and len(chain) < 5:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    names = " <- ".join(type(e).__name__ for e in chain)
+    message = next((str(e) for e in chain if str(e)), "")
+    return f"{names}: {message}" if message else names
