@@ -116,10 +116,11 @@ class Delivery:
             if self._op is not None:
                 self._failed(DISCONNECTED, _why_not_sent(self._observer.send_error))
         elif isinstance(error, Exception):
+            # The first line only (a database error goes on with its SQL): the error's
+            # traceback is logged where the operation's errors are (schema.extensions).
+            detail = str(error).strip().partition("\n")[0]
             self._failed(
-                RELOAD_ERROR,
-                f"loading the record failed ({type(error).__name__}: {error})",
-                error,
+                RELOAD_ERROR, f"loading the record failed ({type(error).__name__}: {detail})"
             )
 
     def _delivered(self, op: str) -> None:
@@ -130,7 +131,7 @@ class Delivery:
             seconds = max(0.0, (utcnow() - committed_at).total_seconds())
             self._metrics.delivery_latency.observe(seconds)
 
-    def _failed(self, reason: str, why: str, error: BaseException | None = None) -> None:
+    def _failed(self, reason: str, why: str) -> None:
         change = self._change
         self._metrics.failed_deliveries.labels(reason).inc()
         logger.log(
@@ -141,7 +142,6 @@ class Delivery:
             change.record_id,
             self._user_id,
             why,
-            exc_info=error,
             extra={
                 "event": "delivery_failed",
                 "reason": reason,
