@@ -27,7 +27,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m app",
         description="Commitcast: a GraphQL API whose clients receive every committed "
         "change they may see. Migrates the database, then serves GraphQL (HTTP and "
-        f"WebSocket) and GraphiQL at {GRAPHQL_PATH}, /healthz and /readyz.",
+        f"WebSocket) and GraphiQL at {GRAPHQL_PATH}, /healthz, /readyz and /metrics.",
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
