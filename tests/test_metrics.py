@@ -6,13 +6,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import httpx
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.applications import Starlette
 
+import models
 from app.asgi import create_app
+from app.runtime import open_runtime
 from app.settings import Settings
+from models import change_log, utcnow
+from subscriptions.capture import CapturingSession
+from subscriptions.metrics import Metrics
 from tests.live import live_server
 from tests.metrics_support import Scrape, scrape
 from tests.realtime_support import Realtime
@@ -180,3 +188,28 @@ async def test_openmetrics_is_served_to_scrapers_that_ask_for_it(sqlite_url: str
         )
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.rstrip().endswith("# EOF")
+
+
+async def test_a_swept_change_counts_as_published_by_the_sweeper(sqlite_url: str) -> None:
+    metrics = Metrics()
+    async with open_runtime(Settings(database_url=sqlite_url), metrics) as runtime:
+        # Committed a minute ago by a process that died before publishing (no relay).
+        orphaned = async_sessionmaker(runtime.engine, sync_session_class=CapturingSession)
+        async with orphaned() as session, session.begin():
+            session.add(models.User(email="ann@example.com", name="Ann", password_hash="-"))
+        async with runtime.engine.begin() as connection:
+            await connection.execute(
+                update(change_log).values(committed_at=utcnow() - timedelta(minutes=1))
+            )
+        await runtime.relay.sweep()  # (or its own sweeper, every 2 s, got there first)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    assert sample("commitcast_changes_captured_total") == 0  # not this process's commit
+    assert sample("commitcast_changes_published_total", source="sweeper") == 1
+    assert sample("commitcast_changes_published_total", source="relay") == 0
+    assert sample("commitcast_relay_lag_seconds_count") == 1
+    lag = sample("commitcast_relay_lag_seconds_sum")
+    assert lag is not None
+    assert 60 <= lag < 120
