@@ -6,15 +6,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
+from app.correlation import CorrelationIds
 from app.graphql import GraphQLView
 from app.health import healthz, readyz
+from app.metrics import CountWebSockets, metrics_endpoint
 from app.runtime import open_runtime
 from app.settings import Settings
 from app.streaming import OpenStreams
 from app.web import DEFAULT_WEB_DIST, web_routes
 from schema import build_schema
+from subscriptions.metrics import Metrics
 
 GRAPHQL_PATH = "/graphql"
 
@@ -35,10 +39,12 @@ def create_app(
         heartbeat_seconds=stream_heartbeat_seconds,
         open_streams=open_streams,
     )
+    # The app's own registry: several apps in one process (tests) never collide.
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_runtime(settings) as runtime:
+        async with open_runtime(settings, metrics) as runtime:
             app.state.runtime = runtime
             yield
 
@@ -47,8 +53,14 @@ def create_app(
             *web_routes(DEFAULT_WEB_DIST, fallback_url=GRAPHQL_PATH),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
             Route(GRAPHQL_PATH, view, methods=["GET", "POST"]),
             WebSocketRoute(GRAPHQL_PATH, view),
+        ],
+        middleware=[
+            # Outermost: the ids are set for everything below, socket counting included.
+            Middleware(CorrelationIds),
+            Middleware(CountWebSockets, metrics=metrics),
         ],
         lifespan=lifespan,
     )

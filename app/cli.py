@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 import uvicorn
 
 from app.asgi import GRAPHQL_PATH, create_app
+from app.logs import configure_logging
 from app.settings import ENVIRONMENT_VARIABLES, Settings, SettingsError
 from app.streaming import StreamEndingServer
 from app.web import DEFAULT_WEB_DIST, board_index
@@ -29,7 +29,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m app",
         description="Commitcast: a GraphQL API whose clients receive every committed "
         "change they may see. Migrates the database, then serves GraphQL (HTTP and "
-        f"WebSocket) and GraphiQL at {GRAPHQL_PATH}, /healthz and /readyz.",
+        f"WebSocket) and GraphiQL at {GRAPHQL_PATH}, /healthz, /readyz and /metrics.",
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -48,14 +48,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"commitcast: configuration error: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_format, args.log_level)
     shown_host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1", "::") else args.host  # noqa: S104
     print(f"Commitcast GraphiQL: http://{shown_host}:{args.port}{GRAPHQL_PATH}", flush=True)
     if board_index(DEFAULT_WEB_DIST) is not None:
@@ -66,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=None,  # keep configure_logging's setup: one format for every logger
         ws="websockets-sansio",
         ws_per_message_deflate=False,
     )

@@ -14,10 +14,20 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.streaming import AsyncTextStream
 from strawberry.schema.base import BaseSchema
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    Message as TransportWSMessage,
+)
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
-from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ConnectionInitMessage,
+    OperationMessage,
+)
 from strawberry.types.unset import UNSET, UnsetType
 
 from app.auth import TokenError
@@ -30,6 +40,7 @@ from app.streaming import (
 )
 from models import User
 from schema import Context
+from subscriptions.delivery import DeliveryObserver
 from subscriptions.feed import UpdateFeed
 
 CLOSE_BAD_REQUEST = 4400
@@ -49,9 +60,33 @@ def _authorization_param(params: Any) -> Any:
     return None
 
 
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, telling the delivery observer why a send failed (for its
+    log line), and not logging a traceback for a client that simply went away."""
+
+    async def send_message(self, message: TransportWSMessage) -> None:
+        try:
+            await super().send_message(message)
+        except BaseException as exc:
+            self.context.deliveries.send_failed(exc)
+            raise
+
+    async def handle_task_exception(self, error: Exception) -> None:
+        if not isinstance(error, WebSocketDisconnected):
+            await super().handle_task_exception(error)
+
+
 class LegacyProtocolHandler(BaseGraphQLWSHandler[Context, None]):
     """The legacy graphql-ws subprotocol, closing unauthenticated sockets with 4403 like
-    graphql-transport-ws does (strawberry's default here would be 1011)."""
+    graphql-transport-ws does (strawberry's default here would be 1011), and telling the
+    delivery observer why a send failed."""
+
+    async def send_message(self, message: OperationMessage) -> None:
+        try:
+            await super().send_message(message)
+        except BaseException as exc:
+            self.context.deliveries.send_failed(exc)
+            raise
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         payload = message.get("payload")
@@ -75,6 +110,7 @@ class GraphQLView(GraphQL[Context, None]):
     over HTTP (graphql-sse and multipart; see app/streaming.py)."""
 
     graphql_ws_handler_class = LegacyProtocolHandler
+    graphql_transport_ws_handler_class = TransportWSHandler
 
     def __init__(
         self,
@@ -114,7 +150,10 @@ class GraphQLView(GraphQL[Context, None]):
         runtime: Runtime = request.app.state.runtime
         viewer_id: int | None = None
         problem: str | None = None
-        if isinstance(request, Request):
+        transport = "http"
+        if isinstance(request, WebSocket):
+            transport = await self.pick_websocket_subprotocol(request) or "websocket"
+        else:
             try:
                 claims = runtime.authenticator.read_authorization(
                     request.headers.get("authorization")
@@ -132,6 +171,7 @@ class GraphQLView(GraphQL[Context, None]):
             request=request,
             response=response,
             feed=UpdateFeed(runtime.broker, runtime.engine),
+            deliveries=DeliveryObserver(runtime.metrics, transport),
         )
 
     async def authenticate_connection(self, context: Context, params: Any) -> str | None:

@@ -19,6 +19,7 @@ from models.database import create_engine, create_sessionmakers, is_sqlite
 from models.migrate import upgrade
 from subscriptions.broker import Broker, broker_from_url
 from subscriptions.capture import SINK_KEY, CapturingSession
+from subscriptions.metrics import Metrics
 from subscriptions.relay import Relay
 
 logger = logging.getLogger("commitcast")
@@ -33,6 +34,7 @@ class Runtime:
     broker: Broker
     relay: Relay
     authenticator: Authenticator
+    metrics: Metrics
 
 
 def _ensure_sqlite_directory(url: str) -> None:
@@ -42,7 +44,12 @@ def _ensure_sqlite_directory(url: str) -> None:
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    settings: Settings, metrics: Metrics | None = None
+) -> AsyncIterator[Runtime]:
+    """Everything the app needs while it runs. `metrics`: where the relay, broker and
+    subscriptions count what they do (the app's, exposed at /metrics)."""
+    metrics = metrics or Metrics()
     if settings.uses_development_secret:
         logger.warning(
             "SECRET_KEY is not set: using the public development key. Anyone can forge "
@@ -57,11 +64,15 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         # Channels are namespaced by the deployment (one id per database), so that
         # deployments sharing one Redis never receive each other's notices.
         broker = broker_from_url(
-            settings.broker_url, namespace=f"commitcast:{await deployment_id(engine)}"
+            settings.broker_url,
+            namespace=f"commitcast:{await deployment_id(engine)}",
+            metrics=metrics,
         )
         await broker.connect()
         stack.push_async_callback(broker.disconnect)
-        relay = Relay(broker, engine, timedelta(seconds=settings.change_log_retention_seconds))
+        relay = Relay(
+            broker, engine, timedelta(seconds=settings.change_log_retention_seconds), metrics
+        )
         await relay.start()
         stack.push_async_callback(relay.stop)
         # Every session the app opens captures changes to Realtime models and hands
@@ -77,4 +88,5 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             broker=broker,
             relay=relay,
             authenticator=Authenticator(settings.secret_key, settings.token_ttl_seconds),
+            metrics=metrics,
         )

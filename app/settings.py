@@ -20,6 +20,7 @@ DEFAULT_CHANGE_LOG_RETENTION_SECONDS = 24 * 3600
 MIN_SECRET_KEY_LENGTH = 32
 
 Environment = Literal["development", "production"]
+LogFormat = Literal["text", "json"]
 
 
 class SettingsError(ValueError):
@@ -35,6 +36,9 @@ class Settings:
     token_ttl_seconds: int = DEFAULT_TOKEN_TTL_SECONDS
     change_log_retention_seconds: int = DEFAULT_CHANGE_LOG_RETENTION_SECONDS
     environment: Environment = "development"
+    log_format: LogFormat = "text"
+    # When set, /metrics answers only requests bearing it (Authorization: Bearer ...).
+    metrics_token: str | None = field(default=None, repr=False)
 
     @property
     def uses_development_secret(self) -> bool:
@@ -62,6 +66,8 @@ class Settings:
             raise SettingsError("TOKEN_TTL must be a positive number of seconds")
         if self.change_log_retention_seconds <= 0:
             raise SettingsError("CHANGE_LOG_RETENTION must be a positive number of seconds")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"LOG_FORMAT {self.log_format!r}: use 'text' or 'json'")
         if self.production and self.uses_development_secret:
             raise SettingsError(
                 "COMMITCAST_ENV=production refuses the development SECRET_KEY: "
@@ -81,6 +87,9 @@ class Settings:
             raise SettingsError(
                 f"COMMITCAST_ENV {environment!r}: use 'development' or 'production'"
             )
+        log_format = env.get("LOG_FORMAT", "").strip().lower() or "text"
+        if log_format not in ("text", "json"):
+            raise SettingsError(f"LOG_FORMAT {log_format!r}: use 'text' or 'json'")
         return cls(
             database_url=env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
             broker_url=env.get("BROKER_URL", "").strip() or DEFAULT_BROKER_URL,
@@ -95,6 +104,8 @@ class Settings:
                 DEFAULT_CHANGE_LOG_RETENTION_SECONDS,
             ),
             environment="production" if environment == "production" else "development",
+            log_format="json" if log_format == "json" else "text",
+            metrics_token=env.get("METRICS_TOKEN", "").strip() or None,
         )
 
 
@@ -141,4 +152,14 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "seconds a change stays resumable (older cursors get RESYNC)",
     ),
     ("COMMITCAST_ENV", "development", "development or production"),
+    (
+        "LOG_FORMAT",
+        "text",
+        "text (one readable line per event) or json (one JSON object per line)",
+    ),
+    (
+        "METRICS_TOKEN",
+        "(none: /metrics is open)",
+        "when set, /metrics requires the header Authorization: Bearer <token>",
+    ),
 )

@@ -86,14 +86,14 @@ def _accepts_json(headers: Mapping[str, str]) -> bool:
     return any(media_type in JSON_MEDIA_TYPES for media_type in media_types)
 
 
-def _is_subscription(request: GraphQLRequestData) -> bool:
+def _may_be_subscription(request: GraphQLRequestData) -> bool:
     if request.query is None:
-        return False
+        return True
     try:
         operation = get_operation_ast(parse(request.query), request.operation_name)
     except GraphQLError:
-        return False  # answered as a plain response, where the error is reported
-    return operation is not None and operation.operation is OperationType.SUBSCRIPTION
+        return True  # the error goes back the way the client asked for
+    return operation is None or operation.operation is OperationType.SUBSCRIPTION
 
 
 def plain_unless_subscription(
@@ -107,7 +107,7 @@ def plain_unless_subscription(
     multipart. Only a subscription, or a client that accepts nothing but a stream (the
     graphql-sse client), gets a stream.
     """
-    if request.protocol == "http" or not _accepts_json(headers) or _is_subscription(request):
+    if request.protocol == "http" or not _accepts_json(headers) or _may_be_subscription(request):
         return request
     return dataclasses.replace(request, protocol="http")
 

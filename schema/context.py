@@ -16,6 +16,7 @@ from strawberry.types import Info as StrawberryInfo
 
 from schema.errors import ConcurrentChange, unauthenticated
 from schema.loaders import Loaders, scalars
+from subscriptions.delivery import DeliveryObserver
 from subscriptions.feed import UpdateFeed
 
 
@@ -86,6 +87,8 @@ class Context:
     connection_params: Any = None
     # What this connection's subscriptions have sent, per record (see DeliveredVersions).
     delivered: DeliveredVersions = field(default_factory=lambda: DeliveredVersions())
+    # Metrics and logs of what this connection's subscriptions deliver.
+    deliveries: DeliveryObserver = field(default_factory=lambda: DeliveryObserver())
     loaders: Loaders = field(init=False)
     _session: AsyncSession | None = field(default=None, init=False)
     # One AsyncSession runs one statement at a time, but strawberry resolves sibling

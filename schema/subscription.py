@@ -112,7 +112,7 @@ class Subscription:
         if ctx.feed is None:
             raise RuntimeError("userUpdates needs a Context with a feed")
         cursor = after if isinstance(after, str) else None
-        async with ctx.feed.open(viewer_id, cursor) as stream:
+        async with ctx.feed.open(viewer_id, cursor) as stream, ctx.deliveries.subscribed():
             # Subscribed (and confirmed) before the log is read: whatever commits from
             # here on either is in the first read or wakes us up later.
             position = stream.start.position
@@ -123,6 +123,7 @@ class Subscription:
                 raise unauthenticated("The account this token was issued to no longer exists.")
             await ctx.close()  # the wait for the first change holds no connection
             if stream.start.resync:
+                ctx.deliveries.resync(viewer_id, stream.start.reason)
                 yield resync(encode_cursor(viewer_id, position))
             while True:
                 batch = await stream.read(position)
@@ -130,9 +131,11 @@ class Subscription:
                     await stream.wait(position)
                     continue
                 for change in latest_per_record(batch):
-                    item = await present(ctx, change, encode_cursor(viewer_id, change.id))
-                    if item is not None:
-                        yield item  # (CloseSession releases the connection before the send)
-                    else:
-                        await ctx.close()
+                    with ctx.deliveries.delivering(viewer_id, change) as delivery:
+                        item = await present(ctx, change, encode_cursor(viewer_id, change.id))
+                        if item is not None:
+                            # (CloseSession releases the connection before the send)
+                            yield delivery.sending(item)
+                        else:
+                            await ctx.close()
                 position = batch[-1].id

@@ -23,6 +23,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from subscriptions.metrics import Metrics, unobserved
+
 logger = logging.getLogger("commitcast.broker")
 
 
@@ -64,8 +66,9 @@ class RedisBackend:
     READ_TIMEOUT = 1.0
     MAX_RECONNECT_DELAY = 2.0
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, metrics: Metrics | None = None) -> None:
         self._url = url
+        self._metrics = metrics or unobserved()
         self._client: redis.Redis | None = None
         self._pubsub: PubSub | None = None
         self._channels: set[str] = set()
@@ -157,6 +160,7 @@ class RedisBackend:
                     delay = min(delay * 2, self.MAX_RECONNECT_DELAY)
                     continue
                 self.reconnects += 1
+                self._metrics.broker_reconnects.inc()
                 logger.warning(
                     "Redis pub/sub reconnected; re-subscribed %d channels", len(self._channels)
                 )

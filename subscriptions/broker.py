@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from broadcaster._base import Event
 
 from subscriptions.backends import GAP, MemoryBackend, RedisBackend, _Gap
+from subscriptions.metrics import Metrics, unobserved
 
 logger = logging.getLogger("commitcast.broker")
 
@@ -95,8 +96,10 @@ class Broker:
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         namespace: str = "",
+        metrics: Metrics | None = None,
     ) -> None:
         self.url = url
+        self._metrics = metrics or unobserved()
         self._backend = backend
         self._queue_size = queue_size
         self._prefix = f"{namespace}:" if namespace else ""
@@ -190,6 +193,7 @@ class Broker:
                 subscriber._deliver(item.message)
 
     def _broadcast_gap(self) -> None:
+        self._metrics.broker_gaps.inc()
         for subscribers in list(self._subscribers.values()):
             for subscriber in list(subscribers):
                 subscriber._drain()
@@ -197,8 +201,12 @@ class Broker:
 
 
 def broker_from_url(
-    url: str, *, queue_size: int = DEFAULT_QUEUE_SIZE, namespace: str = ""
+    url: str,
+    *,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
+    namespace: str = "",
+    metrics: Metrics | None = None,
 ) -> Broker:
     scheme = urlsplit(check_broker_url(url)).scheme
-    backend: Backend = MemoryBackend(url) if scheme == "memory" else RedisBackend(url)
-    return Broker(url, backend, queue_size=queue_size, namespace=namespace)
+    backend: Backend = MemoryBackend(url) if scheme == "memory" else RedisBackend(url, metrics)
+    return Broker(url, backend, queue_size=queue_size, namespace=namespace, metrics=metrics)

@@ -35,6 +35,8 @@ class LoggedChange:
     record_id: int
     op: ChangeOp
     version: int | None
+    # When the change was written, just before its COMMIT (the writing process's clock).
+    committed_at: datetime | None = None
 
 
 def record_changes(session: Session, changes: Sequence[Change]) -> None:
@@ -64,6 +66,7 @@ def record_changes(session: Session, changes: Sequence[Change]) -> None:
     audience: list[dict[str, int]] = []
     for change, change_id in zip(changes, ids, strict=True):
         change.change_id = change_id
+        change.committed_at = now
         audience.extend({"user_id": user, "change_id": change_id} for user in change.audience)
     if audience:
         connection.execute(insert(change_audience), audience)
@@ -80,6 +83,7 @@ async def changes_since(
             change_log.c.record_id,
             change_log.c.op,
             change_log.c.version,
+            change_log.c.committed_at,
         )
         .join(change_audience, change_audience.c.change_id == change_log.c.id)
         .where(change_audience.c.user_id == user_id, change_audience.c.change_id > after)
@@ -87,7 +91,9 @@ async def changes_since(
         .limit(limit)
     )
     return [
-        LoggedChange(row.id, row.typename, row.record_id, ChangeOp(row.op), row.version)
+        LoggedChange(
+            row.id, row.typename, row.record_id, ChangeOp(row.op), row.version, row.committed_at
+        )
         for row in rows
     ]
 
@@ -126,6 +132,7 @@ async def unpublished(
                 change_log.c.record_id,
                 change_log.c.op,
                 change_log.c.version,
+                change_log.c.committed_at,
             )
             .where(change_log.c.published_at.is_(None), change_log.c.committed_at < older_than)
             .order_by(change_log.c.id)
@@ -149,6 +156,7 @@ async def unpublished(
             row.version,
             audiences[row.id],
             change_id=row.id,
+            committed_at=row.committed_at,
         )
         for row in rows
     ]

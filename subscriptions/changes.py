@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from models.realtime import RecordKey
 
@@ -25,6 +26,7 @@ class Change:
     audience: set[int] = field(default_factory=set)
     # Assigned when the change is written to the change log, just before COMMIT.
     change_id: int | None = None
+    committed_at: datetime | None = None
 
     def merge(self, later: Change) -> Change | None:
         """Fold a later change to the same record in the same transaction into this one.

@@ -28,3 +28,13 @@ def decode_cursor(cursor: str, user_id: int) -> int | None:
     if match is None or int(match.group(1)) != user_id:
         return None
     return int(match.group(2))
+
+
+# Why a cursor cannot be served: the reason of a RESYNC, in logs and metrics.
+INVALID_CURSOR = "invalid_cursor"
+"""Malformed, or issued to another user."""
+EXPIRED_CURSOR = "expired_cursor"
+"""Older than the change log's retention (CHANGE_LOG_RETENTION)."""
+AHEAD_OF_LOG = "ahead_of_log"
+"""Beyond the newest change: the database was restored or replaced since it was issued."""
+RESYNC_REASONS = (INVALID_CURSOR, EXPIRED_CURSOR, AHEAD_OF_LOG)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from subscriptions.broker import Broker, Subscriber
 from subscriptions.changelog import LoggedChange, bounds, changes_since
 from subscriptions.changes import decode_wakeup, user_channel
-from subscriptions.cursors import decode_cursor
+from subscriptions.cursors import AHEAD_OF_LOG, EXPIRED_CURSOR, INVALID_CURSOR, decode_cursor
 
 READ_BATCH = 200
 
@@ -25,6 +25,8 @@ class Start:
 
     position: int
     resync: bool
+    # Why the cursor cannot be served (subscriptions.cursors), when resync is True.
+    reason: str | None = None
 
 
 async def starting_point(engine: AsyncEngine, user_id: int, cursor: str | None) -> Start:
@@ -33,8 +35,11 @@ async def starting_point(engine: AsyncEngine, user_id: int, cursor: str | None) 
     if cursor is None:
         return Start(log.head, resync=False)
     position = decode_cursor(cursor, user_id)
-    if position is None or not log.trimmed_through <= position <= log.head:
-        return Start(log.head, resync=True)
+    if position is None:
+        return Start(log.head, resync=True, reason=INVALID_CURSOR)
+    if not log.trimmed_through <= position <= log.head:
+        reason = EXPIRED_CURSOR if position < log.trimmed_through else AHEAD_OF_LOG
+        return Start(log.head, resync=True, reason=reason)
     return Start(position, resync=False)
 
 

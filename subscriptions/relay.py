@@ -22,6 +22,7 @@ from models import utcnow
 from subscriptions.broker import Broker
 from subscriptions.changelog import mark_published, trim, unpublished
 from subscriptions.changes import Change, encode_wakeup, user_channel
+from subscriptions.metrics import Metrics, unobserved
 
 logger = logging.getLogger("commitcast.relay")
 
@@ -35,8 +36,15 @@ TRIM_INTERVAL = 60.0
 
 
 class Relay:
-    def __init__(self, broker: Broker, engine: AsyncEngine, retention: timedelta) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        engine: AsyncEngine,
+        retention: timedelta,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._broker = broker
+        self._metrics = metrics or unobserved()
         # Its statements say "[relay]" in SQL logs (and statement counters can tell
         # them from the requests').
         self._engine = engine.execution_options(logging_token="relay")  # noqa: S106 - a log tag
@@ -48,6 +56,8 @@ class Relay:
 
     def submit(self, changes: list[Change]) -> None:
         """Called from the after-commit hook on the event loop thread: never blocks."""
+        self._metrics.changes_captured.inc(len(changes))
+        self._metrics.relay_pending_changes.inc(len(changes))
         self._queue.put_nowait(changes)
 
     async def idle(self) -> None:
@@ -89,7 +99,7 @@ class Relay:
                 logger.warning("publishing %d orphaned changes", len(orphans))
                 # Marked in the transaction that locked them: another connection would
                 # wait for those very row locks.
-                await self._publish_once(orphans, connection)
+                await self._publish_once(orphans, connection, source="sweeper")
                 self.swept += len(orphans)
         return len(orphans)
 
@@ -105,6 +115,7 @@ class Relay:
             try:
                 await self._publish_with_retry(changes)
             finally:
+                self._metrics.relay_pending_changes.dec(len(changes))
                 self._queue.task_done()
 
     async def _publish_with_retry(self, changes: list[Change]) -> None:
@@ -128,7 +139,11 @@ class Relay:
             return
 
     async def _publish_once(
-        self, changes: list[Change], connection: AsyncConnection | None = None
+        self,
+        changes: list[Change],
+        connection: AsyncConnection | None = None,
+        *,
+        source: str = "relay",
     ) -> None:
         # One wake-up per user and batch is enough: the subscriber reads everything
         # after its position from the change log.
@@ -141,14 +156,24 @@ class Relay:
         messages = [(user_channel(u), encode_wakeup(c)) for u, c in sorted(newest.items())]
         await self._broker.publish_many(messages)
         self.published += len(messages)
+        self._metrics.wakeups_published.inc(len(messages))
         ids = [c.change_id for c in changes if c.change_id is not None]
         if not ids:
             return
         if connection is not None:
             await mark_published(connection, ids)
-            return
-        async with self._engine.begin() as own:
-            await mark_published(own, ids)
+        else:
+            async with self._engine.begin() as own:
+                await mark_published(own, ids)
+        self._observe_published(changes, source)
+
+    def _observe_published(self, changes: list[Change], source: str) -> None:
+        self._metrics.changes_published.labels(source).inc(len(changes))
+        now = utcnow()
+        for change in changes:
+            if change.committed_at is not None:
+                lag = max(0.0, (now - change.committed_at).total_seconds())
+                self._metrics.relay_lag.observe(lag)
 
     @staticmethod
     async def _every(seconds: float, job: Callable[[], Awaitable[int]]) -> None:

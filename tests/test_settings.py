@@ -131,6 +131,7 @@ def test_token_ttl_must_be_a_positive_whole_number(ttl: str) -> None:
         ("BROKER_URL", "kafka://broker:9092"),
         ("BROKER_URL", "localhost:6379"),
         ("COMMITCAST_ENV", "staging"),
+        ("LOG_FORMAT", "yaml"),
     ],
 )
 def test_unknown_scheme_or_value_names_the_variable(variable: str, value: str) -> None:
@@ -172,3 +173,11 @@ def test_secret_key_is_not_in_repr() -> None:
     assert DEVELOPMENT_SECRET_KEY not in repr(Settings())
     # The rest of the configuration is still there to read in logs.
     assert "memory://" in repr(settings)
+
+
+def test_log_format_and_metrics_token() -> None:
+    settings = Settings.from_env({"LOG_FORMAT": " JSON ", "METRICS_TOKEN": " scrape-me "})
+    assert (settings.log_format, settings.metrics_token) == ("json", "scrape-me")
+    assert "scrape-me" not in repr(settings)
+    defaults = Settings.from_env({})
+    assert (defaults.log_format, defaults.metrics_token) == ("text", None)
