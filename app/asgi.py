@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,7 +27,12 @@ async def _home(_request: Request) -> RedirectResponse:
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the app. Nothing connects until the lifespan starts."""
     settings = settings or Settings.from_env()
-    view = GraphQLView(build_schema(), allowed_origins=settings.allowed_origins)
+    view = GraphQLView(
+        build_schema(),
+        allowed_origins=settings.allowed_origins,
+        connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
+        max_subscriptions_per_connection=settings.ws_max_subscriptions,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

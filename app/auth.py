@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import jwt
 from argon2 import PasswordHasher
@@ -24,6 +25,24 @@ class TokenClaims:
     user_id: int
     token_id: str
     expires_at: int
+    # Seconds since the epoch, to the millisecond: logOut(allSessions) revokes every
+    # token issued up to a moment, and a logIn right after it must not be caught.
+    issued_at: float
+
+    @property
+    def issued_at_ms(self) -> int:
+        return round(self.issued_at * 1000)
+
+
+class Revocations(Protocol):
+    """Where revoked tokens are kept (app.revocation.TokenRevocations)."""
+
+    async def is_revoked(self, claims: TokenClaims) -> bool: ...
+
+    async def revoke(self, claims: TokenClaims, *, all_sessions: bool) -> None: ...
+
+
+REVOKED = "The access token was revoked (logged out); log in again."
 
 
 class Authenticator:
@@ -33,9 +52,12 @@ class Authenticator:
     must not stall the event loop that serves every socket.
     """
 
-    def __init__(self, secret_key: str, token_ttl_seconds: int) -> None:
+    def __init__(
+        self, secret_key: str, token_ttl_seconds: int, revocations: Revocations | None = None
+    ) -> None:
         self._secret_key = secret_key
         self._token_ttl = token_ttl_seconds
+        self._revocations = revocations
         # argon2-cffi's defaults (RFC 9106 low-memory profile: argon2id, t=3, m=64 MiB, p=4).
         self._hasher = PasswordHasher()
         self._dummy_hash: str | None = None
@@ -58,11 +80,12 @@ class Authenticator:
         return password_hash is not None
 
     def issue_token(self, user_id: int) -> str:
-        now = int(time.time())
+        now = time.time()
         claims = {
             "sub": str(user_id),
-            "iat": now,
-            "exp": now + self._token_ttl,
+            # A NumericDate may have a fraction (RFC 7519 section 2).
+            "iat": round(now, 3),
+            "exp": int(now) + self._token_ttl,
             "iss": TOKEN_ISSUER,
             "jti": secrets.token_urlsafe(12),
         }
@@ -84,7 +107,10 @@ class Authenticator:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject.isdigit():
             raise TokenError("The access token is invalid.")
-        return TokenClaims(int(subject), str(claims["jti"]), int(claims["exp"]))
+        issued_at = claims["iat"]
+        if not isinstance(issued_at, int | float):
+            raise TokenError("The access token is invalid.")
+        return TokenClaims(int(subject), str(claims["jti"]), int(claims["exp"]), float(issued_at))
 
     def read_authorization(self, header: str | None) -> TokenClaims | None:
         """Parse an `Authorization` value; None when absent, TokenError when unusable."""
@@ -94,3 +120,16 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token.strip():
             raise TokenError("Send the token as 'Authorization: Bearer <token>'.")
         return self.read_token(token.strip())
+
+    async def authenticate(self, header: str | None) -> TokenClaims | None:
+        """read_authorization, and refused (TokenError) when logOut revoked the token."""
+        claims = self.read_authorization(header)
+        revocations = self._revocations
+        if claims is not None and revocations is not None and await revocations.is_revoked(claims):
+            raise TokenError(REVOKED)
+        return claims
+
+    async def revoke(self, token: Any, *, all_sessions: bool) -> None:
+        if not isinstance(token, TokenClaims) or self._revocations is None:
+            raise RuntimeError("revoke() needs the TokenClaims of a server with revocations")
+        await self._revocations.revoke(token, all_sessions=all_sessions)

@@ -62,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         log_level=args.log_level,
         ws="websockets-sansio",
+        # Larger messages close the socket (1009); compression is off (CPU, memory, and
+        # compression side channels) and never negotiated.
+        ws_max_size=settings.ws_max_message_bytes,
         ws_per_message_deflate=False,
     )
     return 0

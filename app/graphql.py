@@ -1,28 +1,46 @@
-"""The strawberry ASGI view: builds each request's Context and authenticates
-WebSocket connections from their connection_init payload."""
+"""The strawberry ASGI view: builds each request's Context, authenticates WebSocket
+connections from their connection_init payload, and enforces the WebSocket limits
+(docs/security-websocket-and-tokens.md)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any, cast
 
+from graphql import GraphQLError, GraphQLFormattedError
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ErrorMessage,
+    SubscribeMessage,
+)
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
-from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ConnectionInitMessage,
+    StartMessage,
+)
+from strawberry.subscriptions.protocols.graphql_ws.types import ErrorMessage as LegacyErrorMessage
 from strawberry.types.unset import UNSET, UnsetType
 
 from app.auth import TokenError
 from app.runtime import Runtime
 from models import User
 from schema import Context
+from schema.errors import RATE_LIMITED
 from subscriptions.feed import UpdateFeed
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
+CLOSE_INIT_TIMEOUT = 4408
 AUTH_HINT = 'send {"authorization": "Bearer <token>"} as the connection_init payload'
 
 
@@ -38,9 +56,72 @@ def _authorization_param(params: Any) -> Any:
     return None
 
 
+def subscription_limit_error(limit: int) -> GraphQLFormattedError:
+    error = GraphQLError(
+        f"Too many operations on this connection (at most {limit} at once): complete "
+        "one first, or open another connection.",
+        extensions={"code": RATE_LIMITED, "limit": limit},
+    )
+    return error.formatted
+
+
+class TransportProtocolHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, with a coded error for one subscription too many."""
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        limit = self.max_subscriptions_per_connection
+        if (
+            limit is not None
+            and self.connection_acknowledged
+            and message["id"] not in self.operations
+            and len(self.operations) >= limit
+        ):
+            # strawberry's own refusal has no extensions.code; every error here has one.
+            await self.send_message(
+                ErrorMessage(
+                    id=message["id"], type="error", payload=[subscription_limit_error(limit)]
+                )
+            )
+            return
+        await super().handle_subscribe(message)
+
+
 class LegacyProtocolHandler(BaseGraphQLWSHandler[Context, None]):
     """The legacy graphql-ws subprotocol, closing unauthenticated sockets with 4403 like
-    graphql-transport-ws does (strawberry's default here would be 1011)."""
+    graphql-transport-ws does (strawberry's default here would be 1011), and sockets
+    that never send connection_init with 4408 (strawberry has no timeout here)."""
+
+    async def handle(self) -> None:
+        timeout = cast("GraphQLView", self.view).connection_init_wait_timeout.total_seconds()
+        timer = asyncio.create_task(self._close_unless_initialised(after=timeout))
+        try:
+            await super().handle()
+        finally:
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+
+    async def _close_unless_initialised(self, *, after: float) -> None:
+        await asyncio.sleep(after)
+        if not self.connection_acknowledged:
+            with contextlib.suppress(Exception):
+                await self.websocket.close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")
+
+    async def handle_start(self, message: StartMessage) -> None:
+        limit = self.max_subscriptions_per_connection
+        if (
+            limit is not None
+            and self.connection_acknowledged
+            and message["id"] not in self.tasks
+            and len(self.tasks) >= limit
+        ):
+            await self.send_message(
+                LegacyErrorMessage(
+                    type="error", id=message["id"], payload=subscription_limit_error(limit)
+                )
+            )
+            return
+        await super().handle_start(message)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         payload = message.get("payload")
@@ -60,29 +141,38 @@ class LegacyProtocolHandler(BaseGraphQLWSHandler[Context, None]):
 
 
 class GraphQLView(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportProtocolHandler
     graphql_ws_handler_class = LegacyProtocolHandler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if scope["type"] == "websocket":
+                runtime: Runtime = scope["app"].state.runtime
+                runtime.live_sockets.discard(scope)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         runtime: Runtime = request.app.state.runtime
-        viewer_id: int | None = None
+        claims = None
         problem: str | None = None
         if isinstance(request, Request):
             try:
-                claims = runtime.authenticator.read_authorization(
+                claims = await runtime.authenticator.authenticate(
                     request.headers.get("authorization")
                 )
             except TokenError as exc:
                 problem = str(exc)
-            else:
-                viewer_id = claims.user_id if claims else None
         return Context(
             read_sessions=runtime.read_sessions,
             write_sessions=runtime.write_sessions,
             auth=runtime.authenticator,
-            viewer_id=viewer_id,
+            viewer_id=claims.user_id if claims else None,
             auth_problem=problem,
+            token=claims,
+            access_fence=runtime.access_fence,
             request=request,
             response=response,
             feed=UpdateFeed(runtime.broker, runtime.engine),
@@ -95,7 +185,7 @@ class GraphQLView(GraphQL[Context, None]):
         if not isinstance(header, str) or not header.strip():
             return f"Authentication required: {AUTH_HINT}."
         try:
-            claims = runtime.authenticator.read_authorization(header)
+            claims = await runtime.authenticator.authenticate(header)
         except TokenError as exc:
             return str(exc)
         if claims is None:  # pragma: no cover - a non-blank header always parses or fails
@@ -104,8 +194,21 @@ class GraphQLView(GraphQL[Context, None]):
             exists = await session.scalar(select(User.id).where(User.id == claims.user_id))
         if exists is None:
             return "The account this token was issued to no longer exists."
-        context.act_as(claims.user_id)
+        websocket: WebSocket = context.request
+        if not runtime.live_sockets.admit(websocket.scope, claims, self._closer(websocket)):
+            return (
+                f"Too many connections for this user (at most "
+                f"{runtime.settings.ws_max_sockets_per_user} per server process): close one."
+            )
+        context.act_as(claims.user_id, token=claims)
         return None
+
+    @staticmethod
+    def _closer(websocket: WebSocket) -> Any:
+        async def close(code: int, reason: str) -> None:
+            await websocket.close(code=code, reason=reason[:120])
+
+        return close
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         if await self.authenticate_connection(context, context.connection_params) is not None:

@@ -17,6 +17,7 @@ from strawberry.types import Info as StrawberryInfo
 from schema.errors import ConcurrentChange, unauthenticated
 from schema.loaders import Loaders, scalars
 from subscriptions.feed import UpdateFeed
+from subscriptions.fence import AccessFence
 
 
 class Auth(Protocol):
@@ -28,6 +29,9 @@ class Auth(Protocol):
         """Compare in constant work: a missing hash costs the same as a wrong one."""
 
     def issue_token(self, user_id: int) -> str: ...
+
+    async def revoke(self, token: Any, *, all_sessions: bool) -> None:
+        """Revoke `token` (Context.token), or every token of its user issued so far."""
 
 
 class DeliveredVersions:
@@ -84,6 +88,11 @@ class Context:
     feed: UpdateFeed | None = None
     # graphql-transport-ws / graphql-ws put the connection_init payload here.
     connection_params: Any = None
+    # The verified token the viewer authenticated with (the app's type; for logOut).
+    token: Any = None
+    # Shared by the process's contexts: removeMember excludes the removed user from
+    # deliveries read before it committed (see subscriptions.fence).
+    access_fence: AccessFence = field(default_factory=AccessFence)
     # What this connection's subscriptions have sent, per record (see DeliveredVersions).
     delivered: DeliveredVersions = field(default_factory=lambda: DeliveredVersions())
     loaders: Loaders = field(init=False)
@@ -102,10 +111,11 @@ class Context:
             raise unauthenticated()
         return self.viewer_id
 
-    def act_as(self, user_id: int | None, problem: str | None = None) -> None:
+    def act_as(self, user_id: int | None, problem: str | None = None, token: Any = None) -> None:
         """Run the rest of this operation (or connection) as `user_id`: after signUp and
         logIn, and when a WebSocket's connection_init carries a token."""
         self.viewer_id = user_id
+        self.token = token
         self.auth_problem = problem
         self.fresh_reads()
 
