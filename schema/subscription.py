@@ -65,6 +65,8 @@ async def reload_admitted(
         node = await visible_node(ctx, change.typename, change.record_id)
         if ticket is None or ticket.admit():  # no await between the read and this
             return node
+        # A new transaction too: the refused read's snapshot may predate the removal.
+        await ctx.close()
         ctx.fresh_reads()
 
 
