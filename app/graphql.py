@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from graphql import GraphQLError, GraphQLFormattedError
@@ -201,12 +202,15 @@ class GraphQLView(GraphQL[Context, None]):
                 f"{runtime.settings.ws_max_sockets_per_user} per server process): close one."
             )
         context.act_as(claims.user_id, token=claims)
+        context.close_connection = self._closer(websocket)
         return None
 
     @staticmethod
-    def _closer(websocket: WebSocket) -> Any:
+    def _closer(websocket: WebSocket) -> Callable[[int, str], Awaitable[None]]:
         async def close(code: int, reason: str) -> None:
-            await websocket.close(code=code, reason=reason[:120])
+            # The socket may be closing already (the client left, another close won).
+            with contextlib.suppress(Exception):
+                await websocket.close(code=code, reason=reason[:120])
 
         return close
 

@@ -74,6 +74,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         revocations = TokenRevocations(engine, broker, live_sockets, settings.token_ttl_seconds)
         await revocations.start()
         stack.push_async_callback(revocations.stop)
+        access_fence = AccessFence(broker)
+        await access_fence.start()
+        stack.push_async_callback(access_fence.stop)
         # Every session the app opens captures changes to Realtime models and hands
         # them to the relay after the outermost commit.
         read_sessions, write_sessions = create_sessionmakers(
@@ -90,5 +93,5 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 settings.secret_key, settings.token_ttl_seconds, revocations
             ),
             live_sockets=live_sockets,
-            access_fence=AccessFence(),
+            access_fence=access_fence,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -93,6 +93,8 @@ class Context:
     # Shared by the process's contexts: removeMember excludes the removed user from
     # deliveries read before it committed (see subscriptions.fence).
     access_fence: AccessFence = field(default_factory=AccessFence)
+    # Closes this WebSocket connection (code, reason); None over HTTP.
+    close_connection: Callable[[int, str], Awaitable[None]] | None = None
     # What this connection's subscriptions have sent, per record (see DeliveredVersions).
     delivered: DeliveredVersions = field(default_factory=lambda: DeliveredVersions())
     loaders: Loaders = field(init=False)

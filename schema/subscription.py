@@ -144,7 +144,7 @@ class Subscription:
                 for change in latest_per_record(batch):
                     # Held until the update has been sent: this generator resumes
                     # only once the transport has taken it.
-                    with ctx.access_fence.ticket(viewer_id) as ticket:
+                    with ctx.access_fence.ticket(viewer_id, ctx.close_connection) as ticket:
                         cursor = encode_cursor(viewer_id, change.id)
                         item = await present(ctx, change, cursor, ticket)
                         if item is not None:
