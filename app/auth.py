@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from typing import Any, Protocol
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+logger = logging.getLogger("commitcast.auth")
 
 TOKEN_ALGORITHM = "HS256"  # noqa: S105 - an algorithm name, not a secret
 TOKEN_ISSUER = "commitcast"  # noqa: S105 - the iss claim, not a secret
@@ -43,6 +46,7 @@ class Revocations(Protocol):
 
 
 REVOKED = "The access token was revoked (logged out); log in again."
+UNCHECKED = "The access token could not be checked right now; try again."
 
 
 class Authenticator:
@@ -125,7 +129,14 @@ class Authenticator:
         """read_authorization, and refused (TokenError) when logOut revoked the token."""
         claims = self.read_authorization(header)
         revocations = self._revocations
-        if claims is not None and revocations is not None and await revocations.is_revoked(claims):
+        if claims is None or revocations is None:
+            return claims
+        try:
+            revoked = await revocations.is_revoked(claims)
+        except Exception:  # the database is unreachable: refuse, but never with a 500
+            logger.exception("could not check whether an access token was revoked")
+            raise TokenError(UNCHECKED) from None
+        if revoked:
             raise TokenError(REVOKED)
         return claims
 

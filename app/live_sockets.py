@@ -46,9 +46,9 @@ class LiveSockets:
     def admit(self, key: object, claims: TokenClaims, close: CloseSocket) -> bool:
         """Register a socket authenticated with `claims`; False when its user already
         holds the maximum number of sockets on this process."""
+        self.discard(key)  # a repeated connection_init (legacy graphql-ws) replaces it
         if self._per_user.get(claims.user_id, 0) >= self._max_per_user:
             return False
-        self.discard(key)  # a repeated connection_init replaces, never double-counts
         socket = LiveSocket(claims, close)
         loop = asyncio.get_running_loop()
         # The token stops being valid at `exp`: so does the socket it opened.
