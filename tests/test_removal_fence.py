@@ -37,6 +37,10 @@ async def remove_while_streaming(realtime: Realtime, iteration: int) -> None:
     cat_membership = await api.add_member(ann, board, cat, "EDITOR")
     cards = [await api.card(ann, board, f"card {n}") for n in range(3)]
     comment = await api.comment(ann, cards[0])
+    # A board Cat stays on: its updates keep coming (a refused read is read again).
+    other_board = await api.board(bob, f"Other {iteration}")
+    await api.add_member(bob, other_board, cat, "VIEWER")
+    other_card = await api.card(bob, other_board, "elsewhere")
 
     received: list[Update] = []
     edits_after_removal = 0
@@ -58,6 +62,8 @@ async def remove_while_streaming(realtime: Realtime, iteration: int) -> None:
                 await api.data(UPDATE_CARD, {"id": cards[n % 3], "t": f"t{n}"}, token=bob.token)
                 if n % 5 == 0:
                     await api.comment(bob, cards[n % 3], f"c{n}")
+                if n % 2 == 0:
+                    await api.data(UPDATE_CARD, {"id": other_card, "t": f"o{n}"}, token=bob.token)
                 if removed.is_set():
                     edits_after_removal += 1
 
@@ -94,10 +100,15 @@ async def remove_while_streaming(realtime: Realtime, iteration: int) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await reader
 
+    assert any(u["id"] == other_card for u in received[boundary:]), (
+        f"iteration {iteration}: nothing about the board Cat is still on after the removal"
+    )
+    elsewhere = {barrier, other_board}
     after = [
         u
         for u in received[boundary:]
-        if barrier not in (u["id"], ((u["node"] or {}).get("board") or {}).get("id"))
+        if u["id"] not in elsewhere
+        and ((u["node"] or {}).get("board") or {}).get("id") not in elsewhere
     ]
     about_the_board = {board, cat_membership, comment, *cards}
     allowed = {("DELETED", "Membership", cat_membership), ("DELETED", "Board", board)}
