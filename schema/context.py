@@ -99,6 +99,8 @@ class Context:
     delivered: DeliveredVersions = field(default_factory=lambda: DeliveredVersions())
     loaders: Loaders = field(init=False)
     _session: AsyncSession | None = field(default=None, init=False)
+    # The access fence's clock when _session was opened (its snapshot is no older).
+    _session_clock: int = field(default=0, init=False)
     # One AsyncSession runs one statement at a time, but strawberry resolves sibling
     # fields concurrently: every read goes through this lock.
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -132,8 +134,15 @@ class Context:
     async def run_query(self, statement: Select[Any]) -> Sequence[Any]:
         async with self._lock:
             if self._session is None:
+                self._session_clock = self.access_fence.clock
                 self._session = self.read_sessions()
             return await scalars(self._session, statement)
+
+    @property
+    def snapshot_clock(self) -> int | None:
+        """The access fence's clock when the open read session began (None: none open).
+        Subscriptions of one connection share it (see subscriptions.fence)."""
+        return self._session_clock if self._session is not None else None
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

@@ -63,7 +63,7 @@ async def reload_admitted(
         if ticket is not None:
             ticket.start()
         node = await visible_node(ctx, change.typename, change.record_id)
-        if ticket is None or ticket.admit():  # no await between the read and this
+        if ticket is None or ticket.admit(ctx.snapshot_clock):  # no await since the read
             return node
         # A new transaction too: the refused read's snapshot may predate the removal.
         await ctx.close()

@@ -61,6 +61,12 @@ class AccessFence:
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
 
+    @property
+    def clock(self) -> int:
+        """Advances at every exclusion: a read whose transaction began at clock C may
+        have seen the memberships of every exclusion after C."""
+        return self._clock
+
     def ticket(self, user_id: int, on_abandon: Abandon | None = None) -> DeliveryTicket:
         return DeliveryTicket(self, user_id, on_abandon)
 
@@ -176,10 +182,12 @@ class DeliveryTicket:
         """Call right before the reload."""
         self._started = self._fence._clock
 
-    def admit(self) -> bool:
+    def admit(self, snapshot_clock: int | None = None) -> bool:
         """Call right after the reload, with no await in between: False when the viewer
-        was excluded from a board since `start` (reload again)."""
-        if not self._fence._admits(self.user_id, self._started):
+        was excluded from a board since `start`, or since `snapshot_clock` (the clock when
+        the transaction it read in began, if earlier: a shared session) (reload again)."""
+        started = self._started if snapshot_clock is None else min(self._started, snapshot_clock)
+        if not self._fence._admits(self.user_id, started):
             return False
         self._holder = asyncio.current_task()
         self.released.clear()

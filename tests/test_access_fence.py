@@ -29,6 +29,19 @@ async def test_a_read_that_started_before_the_exclusion_is_refused() -> None:
     before.release()
 
 
+async def test_a_read_in_a_transaction_older_than_the_exclusion_is_refused() -> None:
+    # Subscriptions of one connection share a read session: one may read in a
+    # transaction another began before the exclusion.
+    fence = AccessFence()
+    opened_at = fence.clock
+    await fence.exclude(ANN)
+    ticket = fence.ticket(ANN)
+    ticket.start()
+    assert not ticket.admit(snapshot_clock=opened_at)
+    assert ticket.admit(snapshot_clock=fence.clock)
+    ticket.release()
+
+
 async def test_exclude_waits_until_admitted_deliveries_are_sent() -> None:
     fence = AccessFence()
     sent = asyncio.Event()
