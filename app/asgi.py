@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -36,6 +37,8 @@ def create_app(
     view = GraphQLView(
         build_schema(),
         allowed_origins=settings.allowed_origins,
+        connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
+        max_subscriptions_per_connection=settings.ws_max_subscriptions,
         heartbeat_seconds=stream_heartbeat_seconds,
         open_streams=open_streams,
     )

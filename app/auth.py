@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+logger = logging.getLogger("commitcast.auth")
 
 TOKEN_ALGORITHM = "HS256"  # noqa: S105 - an algorithm name, not a secret
 TOKEN_ISSUER = "commitcast"  # noqa: S105 - the iss claim, not a secret
@@ -24,6 +28,25 @@ class TokenClaims:
     user_id: int
     token_id: str
     expires_at: int
+    # Seconds since the epoch, to the millisecond: logOut(allSessions) revokes every
+    # token issued up to a moment, and a logIn right after it must not be caught.
+    issued_at: float
+
+    @property
+    def issued_at_ms(self) -> int:
+        return round(self.issued_at * 1000)
+
+
+class Revocations(Protocol):
+    """Where revoked tokens are kept (app.revocation.TokenRevocations)."""
+
+    async def is_revoked(self, claims: TokenClaims) -> bool: ...
+
+    async def revoke(self, claims: TokenClaims, *, all_sessions: bool) -> None: ...
+
+
+REVOKED = "The access token was revoked (logged out); log in again."
+UNCHECKED = "The access token could not be checked right now; try again."
 
 
 class Authenticator:
@@ -33,9 +56,12 @@ class Authenticator:
     must not stall the event loop that serves every socket.
     """
 
-    def __init__(self, secret_key: str, token_ttl_seconds: int) -> None:
+    def __init__(
+        self, secret_key: str, token_ttl_seconds: int, revocations: Revocations | None = None
+    ) -> None:
         self._secret_key = secret_key
         self._token_ttl = token_ttl_seconds
+        self._revocations = revocations
         # argon2-cffi's defaults (RFC 9106 low-memory profile: argon2id, t=3, m=64 MiB, p=4).
         self._hasher = PasswordHasher()
         self._dummy_hash: str | None = None
@@ -58,11 +84,12 @@ class Authenticator:
         return password_hash is not None
 
     def issue_token(self, user_id: int) -> str:
-        now = int(time.time())
+        now = time.time()
         claims = {
             "sub": str(user_id),
-            "iat": now,
-            "exp": now + self._token_ttl,
+            # A NumericDate may have a fraction (RFC 7519 section 2).
+            "iat": round(now, 3),
+            "exp": int(now) + self._token_ttl,
             "iss": TOKEN_ISSUER,
             "jti": secrets.token_urlsafe(12),
         }
@@ -84,7 +111,10 @@ class Authenticator:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject.isdigit():
             raise TokenError("The access token is invalid.")
-        return TokenClaims(int(subject), str(claims["jti"]), int(claims["exp"]))
+        issued_at = claims["iat"]
+        if not isinstance(issued_at, int | float):
+            raise TokenError("The access token is invalid.")
+        return TokenClaims(int(subject), str(claims["jti"]), int(claims["exp"]), float(issued_at))
 
     def read_authorization(self, header: str | None) -> TokenClaims | None:
         """Parse an `Authorization` value; None when absent, TokenError when unusable."""
@@ -94,3 +124,23 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token.strip():
             raise TokenError("Send the token as 'Authorization: Bearer <token>'.")
         return self.read_token(token.strip())
+
+    async def authenticate(self, header: str | None) -> TokenClaims | None:
+        """read_authorization, and refused (TokenError) when logOut revoked the token."""
+        claims = self.read_authorization(header)
+        revocations = self._revocations
+        if claims is None or revocations is None:
+            return claims
+        try:
+            revoked = await revocations.is_revoked(claims)
+        except Exception:  # the database is unreachable: refuse, but never with a 500
+            logger.exception("could not check whether an access token was revoked")
+            raise TokenError(UNCHECKED) from None
+        if revoked:
+            raise TokenError(REVOKED)
+        return claims
+
+    async def revoke(self, token: Any, *, all_sessions: bool) -> None:
+        if not isinstance(token, TokenClaims) or self._revocations is None:
+            raise RuntimeError("revoke() needs the TokenClaims of a server with revocations")
+        await self._revocations.revoke(token, all_sessions=all_sessions)

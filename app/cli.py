@@ -66,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         log_config=None,  # keep configure_logging's setup: one format for every logger
         ws="websockets-sansio",
+        # Larger messages close the socket (1009); compression is off (CPU, memory, and
+        # compression side channels) and never negotiated.
+        ws_max_size=settings.ws_max_message_bytes,
         ws_per_message_deflate=False,
     )
     StreamEndingServer(config, app.state.open_streams).run()

@@ -1,15 +1,21 @@
-"""The strawberry ASGI view: builds each request's Context and authenticates
-WebSocket connections from their connection_init payload."""
+"""The strawberry ASGI view: builds each request's Context, authenticates WebSocket
+connections from their connection_init payload, and enforces the WebSocket limits
+(docs/security-websocket-and-tokens.md)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, cast
 
 from cross_web import AsyncHTTPRequestAdapter
+from graphql import GraphQLError, GraphQLFormattedError
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -21,13 +27,19 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ErrorMessage,
+    SubscribeMessage,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     Message as TransportWSMessage,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage,
     OperationMessage,
+    StartMessage,
 )
+from strawberry.subscriptions.protocols.graphql_ws.types import ErrorMessage as LegacyErrorMessage
 from strawberry.types.unset import UNSET, UnsetType
 
 from app.auth import TokenError
@@ -40,11 +52,13 @@ from app.streaming import (
 )
 from models import User
 from schema import Context
+from schema.errors import RATE_LIMITED
 from subscriptions.delivery import DeliveryObserver
 from subscriptions.feed import UpdateFeed
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
+CLOSE_INIT_TIMEOUT = 4408
 AUTH_HINT = 'send {"authorization": "Bearer <token>"} as the connection_init payload'
 
 
@@ -60,9 +74,19 @@ def _authorization_param(params: Any) -> Any:
     return None
 
 
-class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """graphql-transport-ws, telling the delivery observer why a send failed (for its
-    log line), and not logging a traceback for a client that simply went away."""
+def subscription_limit_error(limit: int) -> GraphQLFormattedError:
+    error = GraphQLError(
+        f"Too many operations on this connection (at most {limit} at once): complete "
+        "one first, or open another connection.",
+        extensions={"code": RATE_LIMITED, "limit": limit},
+    )
+    return error.formatted
+
+
+class TransportProtocolHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, with a coded error for one subscription too many, telling
+    the delivery observer why a send failed (for its log line), and not logging a
+    traceback for a client that simply went away."""
 
     async def send_message(self, message: TransportWSMessage) -> None:
         try:
@@ -75,11 +99,29 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if not isinstance(error, WebSocketDisconnected):
             await super().handle_task_exception(error)
 
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        limit = self.max_subscriptions_per_connection
+        if (
+            limit is not None
+            and self.connection_acknowledged
+            and message["id"] not in self.operations
+            and len(self.operations) >= limit
+        ):
+            # strawberry's own refusal has no extensions.code; every error here has one.
+            await self.send_message(
+                ErrorMessage(
+                    id=message["id"], type="error", payload=[subscription_limit_error(limit)]
+                )
+            )
+            return
+        await super().handle_subscribe(message)
+
 
 class LegacyProtocolHandler(BaseGraphQLWSHandler[Context, None]):
     """The legacy graphql-ws subprotocol, closing unauthenticated sockets with 4403 like
-    graphql-transport-ws does (strawberry's default here would be 1011), and telling the
-    delivery observer why a send failed."""
+    graphql-transport-ws does (strawberry's default here would be 1011), sockets that
+    never send connection_init with 4408 (strawberry has no timeout here), and telling
+    the delivery observer why a send failed."""
 
     async def send_message(self, message: OperationMessage) -> None:
         try:
@@ -87,6 +129,38 @@ class LegacyProtocolHandler(BaseGraphQLWSHandler[Context, None]):
         except BaseException as exc:
             self.context.deliveries.send_failed(exc)
             raise
+
+    async def handle(self) -> None:
+        timeout = cast("GraphQLView", self.view).connection_init_wait_timeout.total_seconds()
+        timer = asyncio.create_task(self._close_unless_initialised(after=timeout))
+        try:
+            await super().handle()
+        finally:
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+
+    async def _close_unless_initialised(self, *, after: float) -> None:
+        await asyncio.sleep(after)
+        if not self.connection_acknowledged:
+            with contextlib.suppress(Exception):
+                await self.websocket.close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")
+
+    async def handle_start(self, message: StartMessage) -> None:
+        limit = self.max_subscriptions_per_connection
+        if (
+            limit is not None
+            and self.connection_acknowledged
+            and message["id"] not in self.tasks
+            and len(self.tasks) >= limit
+        ):
+            await self.send_message(
+                LegacyErrorMessage(
+                    type="error", id=message["id"], payload=subscription_limit_error(limit)
+                )
+            )
+            return
+        await super().handle_start(message)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         payload = message.get("payload")
@@ -109,19 +183,25 @@ class GraphQLView(GraphQL[Context, None]):
     """GraphQL over HTTP, over both WebSocket subprotocols, and subscriptions streamed
     over HTTP (graphql-sse and multipart; see app/streaming.py)."""
 
+    graphql_transport_ws_handler_class = TransportProtocolHandler
     graphql_ws_handler_class = LegacyProtocolHandler
-    graphql_transport_ws_handler_class = TransportWSHandler
 
     def __init__(
         self,
         schema: BaseSchema,
         *,
         allowed_origins: Sequence[str] = (),
+        connection_init_wait_timeout: timedelta = timedelta(seconds=10),
+        max_subscriptions_per_connection: int | None = None,
         heartbeat_seconds: float | None = None,
         open_streams: OpenStreams | None = None,
     ) -> None:
         super().__init__(
-            schema, subscription_protocols=SUBSCRIPTION_PROTOCOLS, allowed_origins=allowed_origins
+            schema,
+            subscription_protocols=SUBSCRIPTION_PROTOCOLS,
+            allowed_origins=allowed_origins,
+            connection_init_wait_timeout=connection_init_wait_timeout,
+            max_subscriptions_per_connection=max_subscriptions_per_connection,
         )
         self.stream_transport_classes_by_protocol = stream_transports(heartbeat_seconds)
         self.open_streams = open_streams or OpenStreams()
@@ -144,30 +224,38 @@ class GraphQLView(GraphQL[Context, None]):
         guarded = self.open_streams.until_shutdown(cast("AsyncTextStream", stream))
         return await super().create_streaming_response(request, guarded, sub_response, headers)
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if scope["type"] == "websocket":
+                runtime: Runtime = scope["app"].state.runtime
+                runtime.live_sockets.discard(scope)
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         runtime: Runtime = request.app.state.runtime
-        viewer_id: int | None = None
+        claims = None
         problem: str | None = None
         transport = "http"
         if isinstance(request, WebSocket):
             transport = await self.pick_websocket_subprotocol(request) or "websocket"
         else:
             try:
-                claims = runtime.authenticator.read_authorization(
+                claims = await runtime.authenticator.authenticate(
                     request.headers.get("authorization")
                 )
             except TokenError as exc:
                 problem = str(exc)
-            else:
-                viewer_id = claims.user_id if claims else None
         return Context(
             read_sessions=runtime.read_sessions,
             write_sessions=runtime.write_sessions,
             auth=runtime.authenticator,
-            viewer_id=viewer_id,
+            viewer_id=claims.user_id if claims else None,
             auth_problem=problem,
+            token=claims,
+            access_fence=runtime.access_fence,
             request=request,
             response=response,
             feed=UpdateFeed(runtime.broker, runtime.engine),
@@ -181,7 +269,7 @@ class GraphQLView(GraphQL[Context, None]):
         if not isinstance(header, str) or not header.strip():
             return f"Authentication required: {AUTH_HINT}."
         try:
-            claims = runtime.authenticator.read_authorization(header)
+            claims = await runtime.authenticator.authenticate(header)
         except TokenError as exc:
             return str(exc)
         if claims is None:  # pragma: no cover - a non-blank header always parses or fails
@@ -190,8 +278,24 @@ class GraphQLView(GraphQL[Context, None]):
             exists = await session.scalar(select(User.id).where(User.id == claims.user_id))
         if exists is None:
             return "The account this token was issued to no longer exists."
-        context.act_as(claims.user_id)
+        websocket: WebSocket = context.request
+        if not runtime.live_sockets.admit(websocket.scope, claims, self._closer(websocket)):
+            return (
+                f"Too many connections for this user (at most "
+                f"{runtime.settings.ws_max_sockets_per_user} per server process): close one."
+            )
+        context.act_as(claims.user_id, token=claims)
+        context.close_connection = self._closer(websocket)
         return None
+
+    @staticmethod
+    def _closer(websocket: WebSocket) -> Callable[[int, str], Awaitable[None]]:
+        async def close(code: int, reason: str) -> None:
+            # The socket may be closing already (the client left, another close won).
+            with contextlib.suppress(Exception):
+                await websocket.close(code=code, reason=reason[:120])
+
+        return close
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         if await self.authenticate_connection(context, context.connection_params) is not None:

@@ -13,12 +13,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth import Authenticator
+from app.live_sockets import LiveSockets
+from app.revocation import TokenRevocations
 from app.settings import Settings
 from models import deployment_id
 from models.database import create_engine, create_sessionmakers, is_sqlite
 from models.migrate import upgrade
 from subscriptions.broker import Broker, broker_from_url
 from subscriptions.capture import SINK_KEY, CapturingSession
+from subscriptions.fence import AccessFence
 from subscriptions.metrics import Metrics
 from subscriptions.relay import Relay
 
@@ -35,6 +38,8 @@ class Runtime:
     relay: Relay
     authenticator: Authenticator
     metrics: Metrics
+    live_sockets: LiveSockets
+    access_fence: AccessFence
 
 
 def _ensure_sqlite_directory(url: str) -> None:
@@ -75,6 +80,14 @@ async def open_runtime(
         )
         await relay.start()
         stack.push_async_callback(relay.stop)
+        live_sockets = LiveSockets(settings.ws_max_sockets_per_user)
+        stack.push_async_callback(live_sockets.aclose)
+        revocations = TokenRevocations(engine, broker, live_sockets, settings.token_ttl_seconds)
+        await revocations.start()
+        stack.push_async_callback(revocations.stop)
+        access_fence = AccessFence(broker)
+        await access_fence.start()
+        stack.push_async_callback(access_fence.stop)
         # Every session the app opens captures changes to Realtime models and hands
         # them to the relay after the outermost commit.
         read_sessions, write_sessions = create_sessionmakers(
@@ -87,6 +100,10 @@ async def open_runtime(
             write_sessions=write_sessions,
             broker=broker,
             relay=relay,
-            authenticator=Authenticator(settings.secret_key, settings.token_ttl_seconds),
+            authenticator=Authenticator(
+                settings.secret_key, settings.token_ttl_seconds, revocations
+            ),
             metrics=metrics,
+            live_sockets=live_sockets,
+            access_fence=access_fence,
         )

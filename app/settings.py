@@ -18,6 +18,10 @@ DEVELOPMENT_SECRET_KEY = "commitcast-development-secret-do-not-use-in-production
 DEFAULT_TOKEN_TTL_SECONDS = 7 * 24 * 3600
 DEFAULT_CHANGE_LOG_RETENTION_SECONDS = 24 * 3600
 MIN_SECRET_KEY_LENGTH = 32
+DEFAULT_WS_CONNECTION_INIT_TIMEOUT_SECONDS = 10.0
+DEFAULT_WS_MAX_MESSAGE_BYTES = 64 * 1024
+DEFAULT_WS_MAX_SUBSCRIPTIONS = 20
+DEFAULT_WS_MAX_SOCKETS_PER_USER = 50
 
 Environment = Literal["development", "production"]
 LogFormat = Literal["text", "json"]
@@ -39,6 +43,11 @@ class Settings:
     log_format: LogFormat = "text"
     # When set, /metrics answers only requests bearing it (Authorization: Bearer ...).
     metrics_token: str | None = field(default=None, repr=False)
+    # WebSocket limits (see docs/security-websocket-and-tokens.md).
+    ws_connection_init_timeout_seconds: float = DEFAULT_WS_CONNECTION_INIT_TIMEOUT_SECONDS
+    ws_max_message_bytes: int = DEFAULT_WS_MAX_MESSAGE_BYTES
+    ws_max_subscriptions: int = DEFAULT_WS_MAX_SUBSCRIPTIONS
+    ws_max_sockets_per_user: int = DEFAULT_WS_MAX_SOCKETS_PER_USER
 
     @property
     def uses_development_secret(self) -> bool:
@@ -68,6 +77,15 @@ class Settings:
             raise SettingsError("CHANGE_LOG_RETENTION must be a positive number of seconds")
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"LOG_FORMAT {self.log_format!r}: use 'text' or 'json'")
+        if self.ws_connection_init_timeout_seconds <= 0:
+            raise SettingsError("WS_CONNECTION_INIT_TIMEOUT must be a positive number of seconds")
+        for name, value in (
+            ("WS_MAX_MESSAGE_SIZE", self.ws_max_message_bytes),
+            ("WS_MAX_SUBSCRIPTIONS", self.ws_max_subscriptions),
+            ("WS_MAX_SOCKETS_PER_USER", self.ws_max_sockets_per_user),
+        ):
+            if value <= 0:
+                raise SettingsError(f"{name} must be a positive whole number")
         if self.production and self.uses_development_secret:
             raise SettingsError(
                 "COMMITCAST_ENV=production refuses the development SECRET_KEY: "
@@ -106,6 +124,26 @@ class Settings:
             environment="production" if environment == "production" else "development",
             log_format="json" if log_format == "json" else "text",
             metrics_token=env.get("METRICS_TOKEN", "").strip() or None,
+            ws_connection_init_timeout_seconds=_positive_float(
+                "WS_CONNECTION_INIT_TIMEOUT",
+                env.get("WS_CONNECTION_INIT_TIMEOUT", ""),
+                DEFAULT_WS_CONNECTION_INIT_TIMEOUT_SECONDS,
+            ),
+            ws_max_message_bytes=_whole(
+                "WS_MAX_MESSAGE_SIZE",
+                env.get("WS_MAX_MESSAGE_SIZE", ""),
+                DEFAULT_WS_MAX_MESSAGE_BYTES,
+            ),
+            ws_max_subscriptions=_whole(
+                "WS_MAX_SUBSCRIPTIONS",
+                env.get("WS_MAX_SUBSCRIPTIONS", ""),
+                DEFAULT_WS_MAX_SUBSCRIPTIONS,
+            ),
+            ws_max_sockets_per_user=_whole(
+                "WS_MAX_SOCKETS_PER_USER",
+                env.get("WS_MAX_SOCKETS_PER_USER", ""),
+                DEFAULT_WS_MAX_SOCKETS_PER_USER,
+            ),
         )
 
 
@@ -121,6 +159,26 @@ def _seconds(name: str, raw: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name} {raw!r}: a whole number of seconds, such as 3600") from None
+
+
+def _whole(name: str, raw: str, default: int) -> int:
+    raw = raw.strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} {raw!r}: a whole number, such as {default}") from None
+
+
+def _positive_float(name: str, raw: str, default: float) -> float:
+    raw = raw.strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} {raw!r}: a number of seconds, such as {default:g}") from None
 
 
 # Documented once, used by `--help` and checked against the README by a test.
@@ -150,6 +208,26 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "CHANGE_LOG_RETENTION",
         str(DEFAULT_CHANGE_LOG_RETENTION_SECONDS),
         "seconds a change stays resumable (older cursors get RESYNC)",
+    ),
+    (
+        "WS_CONNECTION_INIT_TIMEOUT",
+        f"{DEFAULT_WS_CONNECTION_INIT_TIMEOUT_SECONDS:g}",
+        "seconds a new WebSocket has to send connection_init (then closed with 4408)",
+    ),
+    (
+        "WS_MAX_MESSAGE_SIZE",
+        str(DEFAULT_WS_MAX_MESSAGE_BYTES),
+        "largest WebSocket message accepted, in bytes (larger: closed with 1009)",
+    ),
+    (
+        "WS_MAX_SUBSCRIPTIONS",
+        str(DEFAULT_WS_MAX_SUBSCRIPTIONS),
+        "operations running at once on one WebSocket (more: error RATE_LIMITED)",
+    ),
+    (
+        "WS_MAX_SOCKETS_PER_USER",
+        str(DEFAULT_WS_MAX_SOCKETS_PER_USER),
+        "WebSockets one user may hold open per server process (more: closed with 4403)",
     ),
     ("COMMITCAST_ENV", "development", "development or production"),
     (

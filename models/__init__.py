@@ -5,6 +5,7 @@ from models.board import Board, Membership, Role
 from models.card import Card, Comment
 from models.changelog import change_audience, change_log
 from models.deployment import deployment_id
+from models.revocation import token_revocations
 from models.user import User
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "change_audience",
     "change_log",
     "deployment_id",
+    "token_revocations",
     "utcnow",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,6 +18,7 @@ from schema.errors import ConcurrentChange, unauthenticated
 from schema.loaders import Loaders, scalars
 from subscriptions.delivery import DeliveryObserver
 from subscriptions.feed import UpdateFeed
+from subscriptions.fence import AccessFence
 
 
 class Auth(Protocol):
@@ -29,6 +30,9 @@ class Auth(Protocol):
         """Compare in constant work: a missing hash costs the same as a wrong one."""
 
     def issue_token(self, user_id: int) -> str: ...
+
+    async def revoke(self, token: Any, *, all_sessions: bool) -> None:
+        """Revoke `token` (Context.token), or every token of its user issued so far."""
 
 
 class DeliveredVersions:
@@ -85,12 +89,21 @@ class Context:
     feed: UpdateFeed | None = None
     # graphql-transport-ws / graphql-ws put the connection_init payload here.
     connection_params: Any = None
+    # The verified token the viewer authenticated with (the app's type; for logOut).
+    token: Any = None
+    # Shared by the process's contexts: removeMember excludes the removed user from
+    # deliveries read before it committed (see subscriptions.fence).
+    access_fence: AccessFence = field(default_factory=AccessFence)
+    # Closes this WebSocket connection (code, reason); None over HTTP.
+    close_connection: Callable[[int, str], Awaitable[None]] | None = None
     # What this connection's subscriptions have sent, per record (see DeliveredVersions).
     delivered: DeliveredVersions = field(default_factory=lambda: DeliveredVersions())
     # Metrics and logs of what this connection's subscriptions deliver.
     deliveries: DeliveryObserver = field(default_factory=lambda: DeliveryObserver())
     loaders: Loaders = field(init=False)
     _session: AsyncSession | None = field(default=None, init=False)
+    # The access fence's clock when _session was opened (its snapshot is no older).
+    _session_clock: int = field(default=0, init=False)
     # One AsyncSession runs one statement at a time, but strawberry resolves sibling
     # fields concurrently: every read goes through this lock.
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -105,10 +118,11 @@ class Context:
             raise unauthenticated()
         return self.viewer_id
 
-    def act_as(self, user_id: int | None, problem: str | None = None) -> None:
+    def act_as(self, user_id: int | None, problem: str | None = None, token: Any = None) -> None:
         """Run the rest of this operation (or connection) as `user_id`: after signUp and
         logIn, and when a WebSocket's connection_init carries a token."""
         self.viewer_id = user_id
+        self.token = token
         self.auth_problem = problem
         self.fresh_reads()
 
@@ -123,8 +137,15 @@ class Context:
     async def run_query(self, statement: Select[Any]) -> Sequence[Any]:
         async with self._lock:
             if self._session is None:
+                self._session_clock = self.access_fence.clock
                 self._session = self.read_sessions()
             return await scalars(self._session, statement)
+
+    @property
+    def snapshot_clock(self) -> int | None:
+        """The access fence's clock when the open read session began (None: none open).
+        Subscriptions of one connection share it (see subscriptions.fence)."""
+        return self._session_clock if self._session is not None else None
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

@@ -16,6 +16,7 @@ from schema.types import Node
 from subscriptions.changelog import LoggedChange
 from subscriptions.changes import ChangeOp as CapturedOp
 from subscriptions.cursors import encode_cursor
+from subscriptions.fence import DeliveryTicket
 
 
 @strawberry.enum
@@ -54,7 +55,25 @@ def resync(cursor: str) -> UserUpdate:
 ACCESS_ROOTS = frozenset({"Board"})
 
 
-async def present(ctx: Context, change: LoggedChange, cursor: str) -> UserUpdate | None:
+async def reload_admitted(
+    ctx: Context, change: LoggedChange, ticket: DeliveryTicket | None
+) -> Node | None:
+    """visible_node, admitted by the access fence: read again when the viewer was
+    removed from a board while it read (see subscriptions.fence)."""
+    while True:
+        if ticket is not None:
+            ticket.start()
+        node = await visible_node(ctx, change.typename, change.record_id)
+        if ticket is None or ticket.admit(ctx.snapshot_clock):  # no await since the read
+            return node
+        # A new transaction too: the refused read's snapshot may predate the removal.
+        await ctx.close()
+        ctx.fresh_reads()
+
+
+async def present(
+    ctx: Context, change: LoggedChange, cursor: str, ticket: DeliveryTicket | None = None
+) -> UserUpdate | None:
     """The update this viewer receives for a change, or None when it is not theirs to see.
 
     The record is reloaded now, as this viewer, with authorization checked again: a late
@@ -72,7 +91,7 @@ async def present(ctx: Context, change: LoggedChange, cursor: str) -> UserUpdate
         return update(ChangeOp.DELETED, None)
     if ctx.delivered.covers(key, change.version):
         return None  # a client that fell behind already has this state or newer
-    node = await visible_node(ctx, change.typename, change.record_id)
+    node = await reload_admitted(ctx, change, ticket)
     if node is None:
         if change.typename in ACCESS_ROOTS:
             ctx.delivered.forget(key)  # access may come back (re-added as a member)
@@ -131,8 +150,14 @@ class Subscription:
                     await stream.wait(position)
                     continue
                 for change in latest_per_record(batch):
-                    with ctx.deliveries.delivering(viewer_id, change) as delivery:
-                        item = await present(ctx, change, encode_cursor(viewer_id, change.id))
+                    # Held until the update has been sent: this generator resumes
+                    # only once the transport has taken it.
+                    with (
+                        ctx.access_fence.ticket(viewer_id, ctx.close_connection) as ticket,
+                        ctx.deliveries.delivering(viewer_id, change) as delivery,
+                    ):
+                        cursor = encode_cursor(viewer_id, change.id)
+                        item = await present(ctx, change, cursor, ticket)
                         if item is not None:
                             # (CloseSession releases the connection before the send)
                             yield delivery.sending(item)

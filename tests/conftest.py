@@ -38,7 +38,16 @@ REQUIRE_SERVICES = (
     os.environ.get("CI", "").lower() in ("1", "true", "yes")
     or os.environ.get("COMMITCAST_REQUIRE_SERVICES") == "1"
 )
-TABLES = ("change_audience", "change_log", "comments", "cards", "memberships", "boards", "users")
+TABLES = (
+    "token_revocations",
+    "change_audience",
+    "change_log",
+    "comments",
+    "cards",
+    "memberships",
+    "boards",
+    "users",
+)
 
 
 def service_missing(name: str, url: str, error: BaseException) -> None:

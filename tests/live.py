@@ -43,6 +43,7 @@ async def live_server(
         port=port,
         log_level="warning",
         ws="websockets-sansio",
+        ws_max_size=settings.ws_max_message_bytes,
         ws_per_message_deflate=False,
         lifespan="on",
     )

@@ -38,8 +38,9 @@ def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
 
     def record(connection: Any, _cursor: Any, statement: str, *args: Any) -> None:
         # The relay's bookkeeping (marking changes published, sweeping) runs on its own
-        # schedule and is not the query's cost.
-        if connection.get_execution_options().get("logging_token") != "relay":
+        # schedule, and the token revocation check is one lookup per request whatever
+        # it asks: neither is the query's cost.
+        if connection.get_execution_options().get("logging_token") not in ("relay", "revocation"):
             statements.append(statement)
 
     event.listen(engine.sync_engine, "before_cursor_execute", record)

@@ -1,4 +1,4 @@
-"""signUp and logIn."""
+"""signUp, logIn and logOut."""
 
 from __future__ import annotations
 
@@ -53,3 +53,18 @@ class AccountMutations:
             raise unauthenticated(INVALID_CREDENTIALS)
         ctx.act_as(user.id)
         return AuthPayload(token=ctx.auth.issue_token(user.id), user=User.from_model(user))
+
+    @strawberry.mutation(
+        description="Revoke the access token this request was sent with (with allSessions, "
+        "every token of the viewer issued so far). Requests and new WebSockets with a "
+        "revoked token get UNAUTHENTICATED / close 4403; WebSockets open with it are "
+        "closed with 4403 within a second, on every server process. Returns true."
+    )
+    async def log_out(self, info: Info, all_sessions: bool = False) -> bool:
+        ctx = info.context
+        ctx.require_viewer()
+        if ctx.token is None:
+            # Signed in by signUp/logIn in this same request: no token was presented.
+            raise unauthenticated("logOut needs the request's 'Authorization: Bearer <token>'.")
+        await ctx.auth.revoke(ctx.token, all_sessions=all_sessions)
+        return True

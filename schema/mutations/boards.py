@@ -138,5 +138,8 @@ class BoardMutations:
             )
             for card in assigned:
                 card.assignee_id = None
+            removed_user = membership.user_id
             await session.delete(membership)
+        # Committed: now nothing read while they were a member may still reach them.
+        await ctx.access_fence.exclude(removed_user)
         return id
