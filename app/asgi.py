@@ -26,7 +26,11 @@ async def _home(_request: Request) -> RedirectResponse:
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the app. Nothing connects until the lifespan starts."""
     settings = settings or Settings.from_env()
-    view = GraphQLView(build_schema(), allowed_origins=settings.allowed_origins)
+    view = GraphQLView(
+        build_schema(limits=settings.query_limits, introspection=settings.allows_introspection),
+        graphql_ide="graphiql" if settings.serves_graphiql else None,
+        allowed_origins=settings.allowed_origins,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

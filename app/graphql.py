@@ -9,13 +9,13 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage
 from strawberry.types.unset import UNSET, UnsetType
 
 from app.auth import TokenError
+from app.http_policy import GraphQLHTTPPolicy
 from app.runtime import Runtime
 from models import User
 from schema import Context
@@ -59,7 +59,7 @@ class LegacyProtocolHandler(BaseGraphQLWSHandler[Context, None]):
         await self.websocket.close(code=code, reason=problem[:100])
 
 
-class GraphQLView(GraphQL[Context, None]):
+class GraphQLView(GraphQLHTTPPolicy):
     graphql_ws_handler_class = LegacyProtocolHandler
 
     async def get_context(
@@ -86,6 +86,7 @@ class GraphQLView(GraphQL[Context, None]):
             request=request,
             response=response,
             feed=UpdateFeed(runtime.broker, runtime.engine),
+            rate_limiter=runtime.rate_limiter,
         )
 
     async def authenticate_connection(self, context: Context, params: Any) -> str | None:

@@ -13,10 +13,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth import Authenticator
+from app.rate_limit import RateLimiter, counter_for
 from app.settings import Settings
 from models import deployment_id
 from models.database import create_engine, create_sessionmakers, is_sqlite
 from models.migrate import upgrade
+from schema.context import LOGINS_PER_EMAIL, MUTATIONS_PER_USER, SIGN_INS_PER_ADDRESS
 from subscriptions.broker import Broker, broker_from_url
 from subscriptions.capture import SINK_KEY, CapturingSession
 from subscriptions.relay import Relay
@@ -33,6 +35,7 @@ class Runtime:
     broker: Broker
     relay: Relay
     authenticator: Authenticator
+    rate_limiter: RateLimiter
 
 
 def _ensure_sqlite_directory(url: str) -> None:
@@ -54,13 +57,22 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         engine = create_engine(settings.database_url)
         stack.push_async_callback(engine.dispose)
         await upgrade(engine)
-        # Channels are namespaced by the deployment (one id per database), so that
-        # deployments sharing one Redis never receive each other's notices.
-        broker = broker_from_url(
-            settings.broker_url, namespace=f"commitcast:{await deployment_id(engine)}"
-        )
+        # Channels (and rate limit counters) are namespaced by the deployment (one id
+        # per database), so that deployments sharing one Redis never mix.
+        namespace = f"commitcast:{await deployment_id(engine)}"
+        broker = broker_from_url(settings.broker_url, namespace=namespace)
         await broker.connect()
         stack.push_async_callback(broker.disconnect)
+        rate_limiter = RateLimiter(
+            counter_for(settings.broker_url),
+            {
+                MUTATIONS_PER_USER: settings.mutation_rate,
+                LOGINS_PER_EMAIL: settings.login_rate,
+                SIGN_INS_PER_ADDRESS: settings.sign_in_address_rate,
+            },
+            namespace,
+        )
+        stack.push_async_callback(rate_limiter.close)
         relay = Relay(broker, engine, timedelta(seconds=settings.change_log_retention_seconds))
         await relay.start()
         stack.push_async_callback(relay.stop)
@@ -77,4 +89,5 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             broker=broker,
             relay=relay,
             authenticator=Authenticator(settings.secret_key, settings.token_ttl_seconds),
+            rate_limiter=rate_limiter,
         )

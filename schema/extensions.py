@@ -7,17 +7,28 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from graphql import GraphQLError, GraphQLSyntaxError
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLSyntaxError,
+    InlineFragmentNode,
+    SelectionSetNode,
+)
+from graphql.utilities import get_operation_ast
 from strawberry.extensions import SchemaExtension
 from strawberry.types.execution import PreExecutionError
+from strawberry.types.graphql import OperationType
 
-from schema.context import Context
+from schema.context import MUTATIONS_PER_USER, Context
 from schema.errors import (
     BAD_USER_INPUT,
     GRAPHQL_PARSE_FAILED,
     GRAPHQL_VALIDATION_FAILED,
     INTERNAL_SERVER_ERROR,
 )
+from schema.limits import token_limit_error
 
 logger = logging.getLogger("commitcast.graphql")
 
@@ -58,7 +69,15 @@ class ErrorCodes(SchemaExtension):
     # called, and its body never runs.
     async def on_operation(self) -> AsyncIterator[None]:
         yield
-        result = self.execution_context.result
+        self._code(self.execution_context.result)
+
+    async def on_stream_result(self, result: Any) -> AsyncIterator[None]:
+        # Each result of a subscription (WebSocket, SSE) leaves through here, before it
+        # is sent: its errors get the same codes and masking as an HTTP response's.
+        self._code(result)
+        yield
+
+    def _code(self, result: Any) -> None:
         if result is not None and result.errors:
             # Parse and validation failures end the operation before execution starts.
             before_execution = isinstance(result, PreExecutionError)
@@ -70,7 +89,9 @@ class ErrorCodes(SchemaExtension):
         if error.extensions and "code" in error.extensions:
             return error
         if isinstance(error, GraphQLSyntaxError):
-            return self._copy(error, error.message, GRAPHQL_PARSE_FAILED)
+            return token_limit_error(error) or self._copy(
+                error, error.message, GRAPHQL_PARSE_FAILED
+            )
         if before_execution:
             return self._copy(error, error.message, GRAPHQL_VALIDATION_FAILED)
         original = error.original_error
@@ -105,3 +126,46 @@ class ErrorCodes(SchemaExtension):
             path=error.path,
             extensions={**(error.extensions or {}), "code": code, **extra},
         )
+
+
+class MutationRateLimit(SchemaExtension):
+    """Each root field of a signed-in viewer's mutation counts against their mutation
+    rate limit, before anything runs: a refused operation changes nothing. (signUp and
+    logIn have no viewer; their own limits are in schema.mutations.accounts.)"""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        execution = self.execution_context
+        context = execution.context
+        if (
+            isinstance(context, Context)
+            and context.viewer_id is not None
+            and execution.operation_type is OperationType.MUTATION
+            and execution.graphql_document is not None
+        ):
+            operation = get_operation_ast(execution.graphql_document, execution.operation_name)
+            fragments = {
+                d.name.value: d
+                for d in execution.graphql_document.definitions
+                if isinstance(d, FragmentDefinitionNode)
+            }
+            root_fields = _count_fields(operation.selection_set, fragments) if operation else 1
+            await context.limit_rate(
+                MUTATIONS_PER_USER, str(context.viewer_id), cost=max(1, root_fields)
+            )
+        yield
+
+
+def _count_fields(
+    selection_set: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode]
+) -> int:
+    """The root fields of a selection set, through fragments (validation has already
+    refused cyclic ones)."""
+    count = 0
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            count += 1
+        elif isinstance(selection, InlineFragmentNode):
+            count += _count_fields(selection.selection_set, fragments)
+        elif isinstance(selection, FragmentSpreadNode) and selection.name.value in fragments:
+            count += _count_fields(fragments[selection.name.value].selection_set, fragments)
+    return count
