@@ -1,6 +1,7 @@
 """Cost limits on every document, over HTTP and WebSocket alike: tokens (checked while
 parsing, so an oversized document is never fully parsed), field depth and aliases
-(checked with the other validation rules, before anything runs).
+(checked with the other validation rules, before anything runs). Introspection is
+bounded by graphql-core's MaxIntrospectionDepthRule rather than the depth limit.
 
 A refused document gets QUERY_TOO_COMPLEX with `extensions.limit` ("tokens", "depth"
 or "aliases") and `extensions.maximum`.
@@ -20,6 +21,7 @@ from graphql import (
     GraphQLError,
     GraphQLSyntaxError,
     InlineFragmentNode,
+    MaxIntrospectionDepthRule,
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationContext,
@@ -33,6 +35,7 @@ DEFAULT_MAX_DEPTH = 15
 DEFAULT_MAX_ALIASES = 30
 DEFAULT_MAX_TOKENS = 5000
 
+_INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 # graphql-core's message when the parser stops at the token limit.
 _TOKEN_LIMIT = re.compile(r"Document contains more than (\d+) tokens")
 
@@ -94,6 +97,12 @@ class _Walker:
         depth = aliases = 0
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
+                if selection.name.value in _INTROSPECTION_ROOTS:
+                    # Bounded by graphql-core's MaxIntrospectionDepthRule instead:
+                    # GraphiQL's own introspection query nests types 15+ levels deep.
+                    depth = max(depth, 1)
+                    aliases += 1 if selection.alias else 0
+                    continue
                 below, inner = self.measure(selection.selection_set)
                 depth = max(depth, 1 + below)
                 aliases += inner + (1 if selection.alias else 0)
@@ -168,5 +177,5 @@ def limit_extensions(limits: QueryLimits) -> list[ExtensionFactory]:
     shape_rule = _shape_rule(limits)
     return [
         lambda: _TokenLimit(limits.max_tokens),
-        lambda: AddValidationRules([shape_rule]),
+        lambda: AddValidationRules([shape_rule, MaxIntrospectionDepthRule]),
     ]
