@@ -13,16 +13,12 @@ PostgreSQL and Redis tests.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
-import shutil
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REQUIRE_SERVICES
+from tests.node_clients import NodeClient, installed_node_client
 from tests.realtime_support import Realtime
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "clients" / "apollo-test"
@@ -30,55 +26,14 @@ SCRIPT = CLIENT_DIR / "cache-convergence.mjs"
 RESUME_SCRIPT = CLIENT_DIR / "resume.mjs"
 HELPER = CLIENT_DIR / "commitcast-link.mjs"
 README = CLIENT_DIR / "README.md"
-LOCKFILE = CLIENT_DIR / "package-lock.json"
-# Written after a successful `npm ci`: the lockfile digest node_modules was built from.
-STAMP = CLIENT_DIR / "node_modules" / ".commitcast-lock-sha256"
-NPM_CI_TIMEOUT = 300.0
 CONVERGENCE_TIMEOUT_MS = 15_000
 SCRIPT_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class NodeClient:
-    node: str
-    directory: Path
-
-
-def tool_missing(message: str) -> None:
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{message} (CI requires it)", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def apollo_client() -> NodeClient:
     """node, with clients/apollo-test/node_modules installed from the lockfile."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        missing = " and ".join(name for name, path in (("node", node), ("npm", npm)) if not path)
-        tool_missing(f"{missing} not found on PATH: the Apollo client test needs Node.js 18+")
-        raise AssertionError("unreachable: tool_missing skips or fails")
-    digest = hashlib.sha256(LOCKFILE.read_bytes()).hexdigest()
-    if not STAMP.is_file() or STAMP.read_text().strip() != digest:
-        try:
-            result = subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund"],
-                cwd=CLIENT_DIR,
-                capture_output=True,
-                text=True,
-                timeout=NPM_CI_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            tool_missing(f"`npm ci` in {CLIENT_DIR} took longer than {NPM_CI_TIMEOUT:.0f} s")
-            raise AssertionError("unreachable: tool_missing skips or fails") from None
-        if result.returncode != 0:
-            tool_missing(
-                f"`npm ci` in {CLIENT_DIR} failed ({result.returncode}):\n"
-                f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
-            )
-        STAMP.write_text(digest)
-    return NodeClient(node, CLIENT_DIR)
+    return installed_node_client("apollo-test", "the Apollo client test")
 
 
 async def run_node(
