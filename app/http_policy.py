@@ -52,7 +52,11 @@ class GraphQLHTTPPolicy(GraphQL[Context, None]):
                     UNSUPPORTED_MEDIA_TYPE,
                     f"POST a JSON body with 'Content-Type: {JSON_MEDIA_TYPE}'.",
                 )
-        return await super().parse_http_body(request)
+        try:
+            return await super().parse_http_body(request)
+        except UnicodeDecodeError:
+            # json.loads on bytes that are no Unicode text (strawberry lets it escape: 500).
+            raise HTTPException(400, "The body must be JSON text in UTF-8.") from None
 
 
 def _refusal(request: Request, exc: HTTPException) -> Response:

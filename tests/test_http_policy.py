@@ -77,9 +77,7 @@ async def test_a_mutation_over_get_is_405_and_changes_nothing(api: GraphQLClient
         "text/plain; application/json",
     ],
 )
-async def test_post_needs_a_json_content_type(
-    api: GraphQLClient, content_type: str | None
-) -> None:
+async def test_post_needs_a_json_content_type(api: GraphQLClient, content_type: str | None) -> None:
     """The content types an HTML form or a no-preflight fetch can send cannot mutate."""
     ann = await api.account("Ann")
     headers = {"Authorization": f"Bearer {ann.token}"}
