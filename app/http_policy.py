@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
@@ -52,11 +53,17 @@ class GraphQLHTTPPolicy(GraphQL[Context, None]):
                     UNSUPPORTED_MEDIA_TYPE,
                     f"POST a JSON body with 'Content-Type: {JSON_MEDIA_TYPE}'.",
                 )
+        return await super().parse_http_body(request)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        # Strawberry lets both of these escape as a 500.
         try:
-            return await super().parse_http_body(request)
+            parsed = super().parse_json(data)
         except UnicodeDecodeError:
-            # json.loads on bytes that are no Unicode text (strawberry lets it escape: 500).
             raise HTTPException(400, "The body must be JSON text in UTF-8.") from None
+        if not isinstance(parsed, (dict, list)):
+            raise HTTPException(400, "The body must be a JSON object.")
+        return parsed
 
 
 def _refusal(request: Request, exc: HTTPException) -> Response:

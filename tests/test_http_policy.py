@@ -95,7 +95,17 @@ async def test_post_needs_a_json_content_type(api: GraphQLClient, content_type: 
 
 @pytest.mark.parametrize(
     "body",
-    [b"{not json", b"[]", b'{"query": 42}', b'{"variables": "x", "query": "{ __typename }"}', b""],
+    [
+        b"{not json",
+        b"[]",
+        b"0",
+        b"null",
+        b'"{ viewer { id } }"',
+        b"\x80\xff",
+        b'{"query": 42}',
+        b'{"variables": "x", "query": "{ __typename }"}',
+        b"",
+    ],
 )
 async def test_malformed_requests_are_400_with_a_code(api: GraphQLClient, body: bytes) -> None:
     response = await api.http.post(
