@@ -2,19 +2,24 @@
 
 The store follows BROKER_URL: `memory://` counts in this process (there is only one);
 `redis://` counts in Redis, so every process behind a load balancer shares the
-counters. Keys are namespaced by the deployment (like the broker's channels) and hold a
+counters. If Redis cannot be reached, attempts are let through (and a warning logged
+once a minute) rather than refused: the API stays up with the broker down. Keys are
+namespaced by the deployment (like the broker's channels) and hold a
 digest of the limited key, never an email address.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import redis.asyncio as redis
+
+logger = logging.getLogger("commitcast.rate_limit")
 
 
 class RateLimitError(ValueError):
@@ -97,8 +102,13 @@ return {count, ttl}
 
 
 class RedisCounter:
+    # A request waits at most this long for Redis before it goes on unlimited.
+    TIMEOUT_SECONDS = 0.5
+
     def __init__(self, url: str) -> None:
-        self._client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        self._client = redis.Redis.from_url(
+            url, socket_connect_timeout=self.TIMEOUT_SECONDS, socket_timeout=self.TIMEOUT_SECONDS
+        )
         self._add = self._client.register_script(_ADD_SCRIPT)
 
     async def add(self, key: str, cost: int, window_seconds: int) -> tuple[int, float]:
@@ -119,7 +129,10 @@ def counter_for(broker_url: str) -> Counter:
 class RateLimiter:
     """schema.RateLimiter over a Counter, with one Rate per scope (None: unlimited)."""
 
+    WARNING_INTERVAL_SECONDS = 60.0
+
     def __init__(self, counter: Counter, rates: dict[str, Rate | None], namespace: str) -> None:
+        self._last_warning = -self.WARNING_INTERVAL_SECONDS
         self._counter = counter
         self._rates = rates
         self._prefix = f"{namespace}:ratelimit:" if namespace else "ratelimit:"
@@ -129,12 +142,24 @@ class RateLimiter:
         if rate is None:
             return None
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-        count, remaining = await self._counter.add(
-            f"{self._prefix}{scope}:{digest}", cost, rate.window_seconds
-        )
+        try:
+            count, remaining = await self._counter.add(
+                f"{self._prefix}{scope}:{digest}", cost, rate.window_seconds
+            )
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            # Like publishing, limiting must not take the API down with Redis: the
+            # attempt goes through, and the operator hears about it (/readyz too).
+            self._warn(exc)
+            return None
         if count <= rate.limit:
             return None
         return max(remaining, 0.001)
+
+    def _warn(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= self.WARNING_INTERVAL_SECONDS:
+            self._last_warning = now
+            logger.warning("rate limits not enforced: the counter store failed: %s", exc)
 
     async def close(self) -> None:
         await self._counter.close()

@@ -27,6 +27,7 @@ from schema.errors import (
     GRAPHQL_PARSE_FAILED,
     GRAPHQL_VALIDATION_FAILED,
     INTERNAL_SERVER_ERROR,
+    CodedError,
 )
 from schema.limits import token_limit_error
 
@@ -149,9 +150,22 @@ class MutationRateLimit(SchemaExtension):
                 if isinstance(d, FragmentDefinitionNode)
             }
             root_fields = _count_fields(operation.selection_set, fragments) if operation else 1
-            await context.limit_rate(
-                MUTATIONS_PER_USER, str(context.viewer_id), cost=max(1, root_fields)
-            )
+            try:
+                await context.limit_rate(
+                    MUTATIONS_PER_USER, str(context.viewer_id), cost=max(1, root_fields)
+                )
+            except GraphQLError:
+                raise
+            except Exception:
+                # Raised here, an error ends the operation before ErrorCodes sees it:
+                # mask it the same way.
+                reference = uuid.uuid4().hex[:12]
+                logger.exception("unexpected error in the mutation rate limit (ref %s)", reference)
+                raise CodedError(
+                    INTERNAL_SERVER_ERROR,
+                    f"Internal server error (ref {reference}).",
+                    reference=reference,
+                ) from None
         yield
 
 

@@ -3,6 +3,7 @@ RATE_LIMITED with retryAfter; counted in Redis so that processes share them."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack
@@ -21,7 +22,7 @@ from app.settings import Settings
 from models.database import create_engine
 from schema.errors import RATE_LIMITED, UNAUTHENTICATED
 from tests.live import live_server
-from tests.servers import app_environment, running_server
+from tests.servers import app_environment, free_port, running_server
 from tests.support import PASSWORD, GraphQLClient, eventually, password_hash
 from tests.ws_client import graphql_socket
 
@@ -235,3 +236,25 @@ async def test_processes_behind_a_load_balancer_share_the_limits(
                 assert not (await post(i, CREATE_BOARD, {}, token)).get("errors")
             retry_after(await post(0, CREATE_BOARD, {}, token), 60)
             retry_after(await post(1, CREATE_BOARD, {}, token), 60)
+
+
+async def test_an_unreachable_redis_lets_attempts_through_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Limits must not take the API down with Redis (like publishing, see
+    test_a_mutation_commits_and_answers_while_the_broker_is_down)."""
+    limiter = RateLimiter(
+        RedisCounter(f"redis://127.0.0.1:{free_port()}/0"), {"s": Rate(1, 60)}, namespace="x"
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="commitcast.rate_limit"):
+            started = time.monotonic()
+            for _ in range(3):
+                assert await limiter.hit("s", "key") is None
+            elapsed = time.monotonic() - started
+    finally:
+        await limiter.close()
+    assert elapsed < 3 * RedisCounter.TIMEOUT_SECONDS + 1
+    warnings = [r for r in caplog.records if r.name == "commitcast.rate_limit"]
+    assert len(warnings) == 1  # once a minute, not once per attempt
+    assert "not enforced" in warnings[0].getMessage()
