@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import strawberry
@@ -12,11 +11,12 @@ from strawberry.types import ExecutionContext
 
 from schema.context import Auth, Context, RateLimiter
 from schema.execution import SubscriptionSafeExecutionContext
-from schema.extensions import CloseSession, ErrorCodes, MutationRateLimit
+from schema.extensions import CloseSession, ErrorCodes
 from schema.limits import ExtensionFactory, QueryLimits, limit_extensions
 from schema.mutations import Mutation
 from schema.nodes import node_type, node_types
 from schema.queries import Query
+from schema.rate_limits import MutationRateLimit
 from schema.subscription import Subscription
 
 
@@ -33,11 +33,10 @@ def build_schema(
     *,
     limits: QueryLimits | None = None,
     introspection: bool = True,
-    extra_extensions: Sequence[type[SchemaExtension] | ExtensionFactory] = (),
     **kwargs: Any,
 ) -> strawberry.Schema:
     """The schema with its cost limits (defaults: schema.limits) and, unless
-    `introspection` is False, introspection. `extra_extensions` run after ours."""
+    `introspection` is False, introspection."""
     extensions: list[type[SchemaExtension] | ExtensionFactory] = [
         *limit_extensions(limits or QueryLimits()),
         ErrorCodes,
@@ -46,7 +45,6 @@ def build_schema(
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
-    extensions.extend(extra_extensions)
     return CommitcastSchema(
         query=Query,
         mutation=Mutation,
