@@ -35,7 +35,8 @@ def create_app(
     settings = settings or Settings.from_env()
     open_streams = OpenStreams()
     view = GraphQLView(
-        build_schema(),
+        build_schema(limits=settings.query_limits, introspection=settings.allows_introspection),
+        graphql_ide="graphiql" if settings.serves_graphiql else None,
         allowed_origins=settings.allowed_origins,
         connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
         max_subscriptions_per_connection=settings.ws_max_subscriptions,

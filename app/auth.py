@@ -57,13 +57,18 @@ class Authenticator:
     """
 
     def __init__(
-        self, secret_key: str, token_ttl_seconds: int, revocations: Revocations | None = None
+        self,
+        secret_key: str,
+        token_ttl_seconds: int,
+        revocations: Revocations | None = None,
+        hasher: PasswordHasher | None = None,
     ) -> None:
         self._secret_key = secret_key
         self._token_ttl = token_ttl_seconds
         self._revocations = revocations
-        # argon2-cffi's defaults (RFC 9106 low-memory profile: argon2id, t=3, m=64 MiB, p=4).
-        self._hasher = PasswordHasher()
+        # argon2-cffi's defaults (RFC 9106 low-memory profile: argon2id, t=3, m=64 MiB, p=4,
+        # 16-byte salt, 32-byte hash), documented in SECURITY.md.
+        self._hasher = hasher or PasswordHasher()
         self._dummy_hash: str | None = None
 
     async def hash_password(self, password: str) -> str:
@@ -73,7 +78,8 @@ class Authenticator:
         return await asyncio.to_thread(self._verify, password_hash, password)
 
     def _verify(self, password_hash: str | None, password: str) -> bool:
-        # For an unknown email, verify against a throwaway hash so that both failures
+        # For an unknown email, verify against a throwaway hash made by the same hasher
+        # (so with the same parameters), so that both failures run the same code and
         # cost the same. It is made on first use (not at start: it takes ~0.1 s).
         if self._dummy_hash is None:
             self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))

@@ -1,6 +1,6 @@
 """The strawberry ASGI view: builds each request's Context, authenticates WebSocket
 connections from their connection_init payload, and enforces the WebSocket limits
-(docs/security-websocket-and-tokens.md)."""
+(SECURITY.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from cross_web import AsyncHTTPRequestAdapter
 from graphql import GraphQLError, GraphQLFormattedError
@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
 from strawberry.http.exceptions import WebSocketDisconnected
@@ -43,6 +42,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import ErrorMessage as 
 from strawberry.types.unset import UNSET, UnsetType
 
 from app.auth import TokenError
+from app.http_policy import GraphQLHTTPPolicy
 from app.runtime import Runtime
 from app.streaming import (
     SUBSCRIPTION_PROTOCOLS,
@@ -179,7 +179,7 @@ class LegacyProtocolHandler(BaseGraphQLWSHandler[Context, None]):
         await self.websocket.close(code=code, reason=problem[:100])
 
 
-class GraphQLView(GraphQL[Context, None]):
+class GraphQLView(GraphQLHTTPPolicy):
     """GraphQL over HTTP, over both WebSocket subprotocols, and subscriptions streamed
     over HTTP (graphql-sse and multipart; see app/streaming.py)."""
 
@@ -190,6 +190,7 @@ class GraphQLView(GraphQL[Context, None]):
         self,
         schema: BaseSchema,
         *,
+        graphql_ide: Literal["graphiql"] | None = "graphiql",
         allowed_origins: Sequence[str] = (),
         connection_init_wait_timeout: timedelta = timedelta(seconds=10),
         max_subscriptions_per_connection: int | None = None,
@@ -198,6 +199,7 @@ class GraphQLView(GraphQL[Context, None]):
     ) -> None:
         super().__init__(
             schema,
+            graphql_ide=graphql_ide,
             subscription_protocols=SUBSCRIPTION_PROTOCOLS,
             allowed_origins=allowed_origins,
             connection_init_wait_timeout=connection_init_wait_timeout,
@@ -260,6 +262,7 @@ class GraphQLView(GraphQL[Context, None]):
             response=response,
             feed=UpdateFeed(runtime.broker, runtime.engine),
             deliveries=DeliveryObserver(runtime.metrics, transport),
+            rate_limiter=runtime.rate_limiter,
         )
 
     async def authenticate_connection(self, context: Context, params: Any) -> str | None:

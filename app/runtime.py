@@ -14,11 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth import Authenticator
 from app.live_sockets import LiveSockets
+from app.rate_limit import RateLimiter, counter_for
 from app.revocation import TokenRevocations
 from app.settings import Settings
 from models import deployment_id
 from models.database import create_engine, create_sessionmakers, is_sqlite
 from models.migrate import upgrade
+from schema.context import LOGINS_PER_EMAIL, MUTATIONS_PER_USER, SIGN_INS_PER_ADDRESS
 from subscriptions.broker import Broker, broker_from_url
 from subscriptions.capture import SINK_KEY, CapturingSession
 from subscriptions.fence import AccessFence
@@ -40,6 +42,7 @@ class Runtime:
     metrics: Metrics
     live_sockets: LiveSockets
     access_fence: AccessFence
+    rate_limiter: RateLimiter
 
 
 def _ensure_sqlite_directory(url: str) -> None:
@@ -66,15 +69,22 @@ async def open_runtime(
         engine = create_engine(settings.database_url)
         stack.push_async_callback(engine.dispose)
         await upgrade(engine)
-        # Channels are namespaced by the deployment (one id per database), so that
-        # deployments sharing one Redis never receive each other's notices.
-        broker = broker_from_url(
-            settings.broker_url,
-            namespace=f"commitcast:{await deployment_id(engine)}",
-            metrics=metrics,
-        )
+        # Channels (and rate limit counters) are namespaced by the deployment (one id
+        # per database), so that deployments sharing one Redis never mix.
+        namespace = f"commitcast:{await deployment_id(engine)}"
+        broker = broker_from_url(settings.broker_url, namespace=namespace, metrics=metrics)
         await broker.connect()
         stack.push_async_callback(broker.disconnect)
+        rate_limiter = RateLimiter(
+            counter_for(settings.broker_url),
+            {
+                MUTATIONS_PER_USER: settings.mutation_rate,
+                LOGINS_PER_EMAIL: settings.login_rate,
+                SIGN_INS_PER_ADDRESS: settings.sign_in_address_rate,
+            },
+            namespace,
+        )
+        stack.push_async_callback(rate_limiter.close)
         relay = Relay(
             broker, engine, timedelta(seconds=settings.change_log_retention_seconds), metrics
         )
@@ -106,4 +116,5 @@ async def open_runtime(
             metrics=metrics,
             live_sockets=live_sockets,
             access_fence=access_fence,
+            rate_limiter=rate_limiter,
         )

@@ -9,6 +9,8 @@ from typing import Literal
 
 from strawberry.http.websocket_origin import normalize_allowed_origins
 
+from app.rate_limit import Rate, RateLimitError
+from schema.limits import DEFAULT_MAX_ALIASES, DEFAULT_MAX_DEPTH, DEFAULT_MAX_TOKENS, QueryLimits
 from subscriptions.broker import BrokerURLError, check_broker_url
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./commitcast.db"
@@ -22,6 +24,9 @@ DEFAULT_WS_CONNECTION_INIT_TIMEOUT_SECONDS = 10.0
 DEFAULT_WS_MAX_MESSAGE_BYTES = 64 * 1024
 DEFAULT_WS_MAX_SUBSCRIPTIONS = 20
 DEFAULT_WS_MAX_SOCKETS_PER_USER = 50
+DEFAULT_MUTATION_RATE = Rate(300, 60)
+DEFAULT_LOGIN_RATE = Rate(10, 300)
+DEFAULT_SIGN_IN_ADDRESS_RATE = Rate(100, 300)
 
 Environment = Literal["development", "production"]
 LogFormat = Literal["text", "json"]
@@ -43,11 +48,27 @@ class Settings:
     log_format: LogFormat = "text"
     # When set, /metrics answers only requests bearing it (Authorization: Bearer ...).
     metrics_token: str | None = field(default=None, repr=False)
-    # WebSocket limits (see docs/security-websocket-and-tokens.md).
+    # WebSocket limits (see SECURITY.md).
     ws_connection_init_timeout_seconds: float = DEFAULT_WS_CONNECTION_INIT_TIMEOUT_SECONDS
     ws_max_message_bytes: int = DEFAULT_WS_MAX_MESSAGE_BYTES
     ws_max_subscriptions: int = DEFAULT_WS_MAX_SUBSCRIPTIONS
     ws_max_sockets_per_user: int = DEFAULT_WS_MAX_SOCKETS_PER_USER
+    query_limits: QueryLimits = field(default_factory=QueryLimits)
+    # None: no limit.
+    mutation_rate: Rate | None = DEFAULT_MUTATION_RATE
+    login_rate: Rate | None = DEFAULT_LOGIN_RATE
+    sign_in_address_rate: Rate | None = DEFAULT_SIGN_IN_ADDRESS_RATE
+    # None: on in development, off in production.
+    graphiql: bool | None = None
+    introspection: bool | None = None
+
+    @property
+    def serves_graphiql(self) -> bool:
+        return self.graphiql if self.graphiql is not None else not self.production
+
+    @property
+    def allows_introspection(self) -> bool:
+        return self.introspection if self.introspection is not None else not self.production
 
     @property
     def uses_development_secret(self) -> bool:
@@ -86,6 +107,13 @@ class Settings:
         ):
             if value <= 0:
                 raise SettingsError(f"{name} must be a positive whole number")
+        for name, value in (
+            ("MAX_QUERY_DEPTH", self.query_limits.max_depth),
+            ("MAX_QUERY_ALIASES", self.query_limits.max_aliases),
+            ("MAX_QUERY_TOKENS", self.query_limits.max_tokens),
+        ):
+            if value <= 0:
+                raise SettingsError(f"{name} must be a positive number")
         if self.production and self.uses_development_secret:
             raise SettingsError(
                 "COMMITCAST_ENV=production refuses the development SECRET_KEY: "
@@ -144,7 +172,51 @@ class Settings:
                 env.get("WS_MAX_SOCKETS_PER_USER", ""),
                 DEFAULT_WS_MAX_SOCKETS_PER_USER,
             ),
+            query_limits=QueryLimits(
+                max_depth=_number("MAX_QUERY_DEPTH", env, DEFAULT_MAX_DEPTH),
+                max_aliases=_number("MAX_QUERY_ALIASES", env, DEFAULT_MAX_ALIASES),
+                max_tokens=_number("MAX_QUERY_TOKENS", env, DEFAULT_MAX_TOKENS),
+            ),
+            mutation_rate=_rate("MUTATION_RATE_LIMIT", env, DEFAULT_MUTATION_RATE),
+            login_rate=_rate("LOGIN_RATE_LIMIT", env, DEFAULT_LOGIN_RATE),
+            sign_in_address_rate=_rate(
+                "SIGN_IN_ADDRESS_RATE_LIMIT", env, DEFAULT_SIGN_IN_ADDRESS_RATE
+            ),
+            graphiql=_switch("GRAPHIQL", env),
+            introspection=_switch("INTROSPECTION", env),
         )
+
+
+def _number(name: str, env: Mapping[str, str], default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} {raw!r}: a whole number, such as {default}") from None
+
+
+def _rate(name: str, env: Mapping[str, str], default: Rate) -> Rate | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return Rate.parse(name, raw)
+    except RateLimitError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _switch(name: str, env: Mapping[str, str]) -> bool | None:
+    """true/false, or None when unset (the environment's default)."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} {raw!r}: use true or false")
 
 
 def _parse_origins(raw: str) -> tuple[str, ...]:
@@ -229,7 +301,44 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         str(DEFAULT_WS_MAX_SOCKETS_PER_USER),
         "WebSockets one user may hold open per server process (more: closed with 4403)",
     ),
-    ("COMMITCAST_ENV", "development", "development or production"),
+    (
+        "COMMITCAST_ENV",
+        "development",
+        "development or production (production refuses the default SECRET_KEY and turns "
+        "GraphiQL and introspection off)",
+    ),
+    (
+        "GRAPHIQL",
+        "(on in development, off in production)",
+        "true or false: serve GraphiQL to browsers at /graphql",
+    ),
+    (
+        "INTROSPECTION",
+        "(on in development, off in production)",
+        "true or false: answer introspection (__schema, __type) queries",
+    ),
+    ("MAX_QUERY_DEPTH", str(DEFAULT_MAX_DEPTH), "deepest field nesting a document may have"),
+    ("MAX_QUERY_ALIASES", str(DEFAULT_MAX_ALIASES), "aliases a document may use"),
+    (
+        "MAX_QUERY_TOKENS",
+        str(DEFAULT_MAX_TOKENS),
+        "lexical tokens (comments included) a document may have",
+    ),
+    (
+        "MUTATION_RATE_LIMIT",
+        str(DEFAULT_MUTATION_RATE),
+        "mutations per user, ATTEMPTS/SECONDS (or off); shared by all processes on Redis",
+    ),
+    (
+        "LOGIN_RATE_LIMIT",
+        str(DEFAULT_LOGIN_RATE),
+        "logIn attempts per email address, ATTEMPTS/SECONDS (or off)",
+    ),
+    (
+        "SIGN_IN_ADDRESS_RATE_LIMIT",
+        str(DEFAULT_SIGN_IN_ADDRESS_RATE),
+        "signUp and logIn attempts per client IP address, ATTEMPTS/SECONDS (or off)",
+    ),
     (
         "LOG_FORMAT",
         "text",

@@ -6,14 +6,17 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import DisableIntrospection, SchemaExtension
 from strawberry.types import ExecutionContext
 
-from schema.context import Auth, Context
+from schema.context import Auth, Context, RateLimiter
 from schema.execution import SubscriptionSafeExecutionContext
 from schema.extensions import CloseSession, ErrorCodes
+from schema.limits import ExtensionFactory, QueryLimits, limit_extensions
 from schema.mutations import Mutation
 from schema.nodes import node_type, node_types
 from schema.queries import Query
+from schema.rate_limits import MutationRateLimit
 from schema.subscription import Subscription
 
 
@@ -26,17 +29,40 @@ class CommitcastSchema(strawberry.Schema):
         return None
 
 
-def build_schema(**kwargs: Any) -> strawberry.Schema:
+def build_schema(
+    *,
+    limits: QueryLimits | None = None,
+    introspection: bool = True,
+    **kwargs: Any,
+) -> strawberry.Schema:
+    """The schema with its cost limits (defaults: schema.limits) and, unless
+    `introspection` is False, introspection."""
+    extensions: list[type[SchemaExtension] | ExtensionFactory] = [
+        *limit_extensions(limits or QueryLimits()),
+        ErrorCodes,
+        CloseSession,
+        MutationRateLimit,
+    ]
+    if not introspection:
+        extensions.append(DisableIntrospection)
     return CommitcastSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         # Every registered Node type, so node(id:) and fragments can name it.
         types=node_types(),
-        extensions=[ErrorCodes, CloseSession],
+        extensions=extensions,
         execution_context_class=SubscriptionSafeExecutionContext,
         **kwargs,
     )
 
 
-__all__ = ["Auth", "CommitcastSchema", "Context", "build_schema", "node_type"]
+__all__ = [
+    "Auth",
+    "CommitcastSchema",
+    "Context",
+    "QueryLimits",
+    "RateLimiter",
+    "build_schema",
+    "node_type",
+]

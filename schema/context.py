@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 from strawberry.types import Info as StrawberryInfo
 
-from schema.errors import ConcurrentChange, unauthenticated
+from schema.errors import ConcurrentChange, rate_limited, unauthenticated
 from schema.loaders import Loaders, scalars
 from subscriptions.delivery import DeliveryObserver
 from subscriptions.feed import UpdateFeed
@@ -33,6 +33,21 @@ class Auth(Protocol):
 
     async def revoke(self, token: Any, *, all_sessions: bool) -> None:
         """Revoke `token` (Context.token), or every token of its user issued so far."""
+
+
+# What RateLimiter counts, each with its own limit (app.settings): mutations per
+# user, logIn attempts per email, and signUp/logIn attempts per client address.
+MUTATIONS_PER_USER = "mutations"
+LOGINS_PER_EMAIL = "login"
+SIGN_INS_PER_ADDRESS = "sign-in-address"
+
+
+class RateLimiter(Protocol):
+    """Implemented by the app: attempt counters shared by every process."""
+
+    async def hit(self, scope: str, key: str, cost: int = 1) -> float | None:
+        """Count `cost` attempts for `key`; None while within the scope's limit, else
+        the seconds until the next attempt is allowed."""
 
 
 class DeliveredVersions:
@@ -100,6 +115,8 @@ class Context:
     delivered: DeliveredVersions = field(default_factory=lambda: DeliveredVersions())
     # Metrics and logs of what this connection's subscriptions deliver.
     deliveries: DeliveryObserver = field(default_factory=lambda: DeliveryObserver())
+    # None: nothing is rate limited (a schema run outside the app).
+    rate_limiter: RateLimiter | None = None
     loaders: Loaders = field(init=False)
     _session: AsyncSession | None = field(default=None, init=False)
     # The access fence's clock when _session was opened (its snapshot is no older).
@@ -117,6 +134,21 @@ class Context:
                 raise unauthenticated(self.auth_problem)
             raise unauthenticated()
         return self.viewer_id
+
+    async def limit_rate(self, scope: str, key: str, cost: int = 1) -> None:
+        """Count attempts against a rate limit; RATE_LIMITED (with retryAfter) past it."""
+        if self.rate_limiter is None:
+            return
+        retry_after = await self.rate_limiter.hit(scope, key, cost)
+        if retry_after is not None:
+            raise rate_limited(retry_after)
+
+    @property
+    def client_address(self) -> str:
+        """The peer's address (HTTP request or WebSocket); "unknown" without one."""
+        client = getattr(self.request, "client", None)
+        host = getattr(client, "host", None)
+        return host if isinstance(host, str) and host else "unknown"
 
     def act_as(self, user_id: int | None, problem: str | None = None, token: Any = None) -> None:
         """Run the rest of this operation (or connection) as `user_id`: after signUp and

@@ -6,6 +6,7 @@ an error never tells a non-member that a board exists.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from graphql import GraphQLError
@@ -19,6 +20,10 @@ RATE_LIMITED = "RATE_LIMITED"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+# The document is valid but exceeds a cost limit (schema.limits).
+QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+# Not a GraphQL request at all (wrong method, content type or body); HTTP only.
+BAD_REQUEST = "BAD_REQUEST"
 
 
 class CodedError(GraphQLError):
@@ -50,6 +55,13 @@ def conflict(kind: str, current_version: int) -> CodedError:
         f"{kind} was changed by someone else (now at version {current_version}); "
         "reload it and try again.",
         currentVersion=current_version,
+    )
+
+
+def rate_limited(retry_after: float) -> CodedError:
+    seconds = max(1, math.ceil(retry_after))
+    return CodedError(
+        RATE_LIMITED, f"Too many attempts; try again in {seconds} s.", retryAfter=seconds
     )
 
 

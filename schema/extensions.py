@@ -18,6 +18,7 @@ from schema.errors import (
     GRAPHQL_VALIDATION_FAILED,
     INTERNAL_SERVER_ERROR,
 )
+from schema.limits import token_limit_error
 
 logger = logging.getLogger("commitcast.graphql")
 
@@ -79,7 +80,9 @@ class ErrorCodes(SchemaExtension):
         if error.extensions and "code" in error.extensions:
             return error
         if isinstance(error, GraphQLSyntaxError):
-            return self._copy(error, error.message, GRAPHQL_PARSE_FAILED)
+            return token_limit_error(error) or self._copy(
+                error, error.message, GRAPHQL_PARSE_FAILED
+            )
         if before_execution:
             return self._copy(error, error.message, GRAPHQL_VALIDATION_FAILED)
         original = error.original_error

@@ -20,7 +20,7 @@ handed to the transport (before the mutation's response) or dropped.
 
 Other processes are told over the broker (`FENCE_CHANNEL`) and raise their fence when
 the notice arrives, without removeMember waiting for them: there the window shrinks to
-the broker's latency, but is not closed (see docs/security-websocket-and-tokens.md).
+the broker's latency, but is not closed (see SECURITY.md).
 """
 
 from __future__ import annotations

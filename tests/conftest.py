@@ -134,6 +134,11 @@ async def redis_url() -> str:
     except (OSError, redis.RedisError) as exc:
         await client.aclose()
         service_missing("Redis", TEST_REDIS_URL, exc)
+    # Rate limit counters live in Redis under the deployment's namespace, which on
+    # PostgreSQL outlives a test (the tables are emptied, the deployment stays): each
+    # test starts with none.
+    async for key in client.scan_iter(match="commitcast:*:ratelimit:*", count=500):
+        await client.delete(key)
     await client.aclose()
     return TEST_REDIS_URL
 

@@ -17,9 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import REQUIRE_SERVICES
+from tests.conftest import tool_missing
 from tests.realtime_support import Realtime
 
 CLIENTS = Path(__file__).resolve().parent.parent / "clients"
@@ -32,12 +30,6 @@ CONVERGENCE_TIMEOUT_MS = 15_000
 class NodeClient:
     node: str
     directory: Path
-
-
-def tool_missing(message: str) -> None:
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{message} (CI requires it)", pytrace=False)
-    pytest.skip(message)
 
 
 def installed_package(directory: Path) -> NodeClient:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import jwt
 import pytest
+from argon2 import PasswordHasher, extract_parameters
+from argon2.profiles import RFC_9106_LOW_MEMORY
 from sqlalchemy import select
 
 import models
-from app.auth import TOKEN_ALGORITHM, TOKEN_ISSUER
+from app.auth import TOKEN_ALGORITHM, TOKEN_ISSUER, Authenticator
 from app.settings import Settings
 from schema.errors import BAD_USER_INPUT, UNAUTHENTICATED
 from tests.support import PASSWORD, GraphQLClient
@@ -173,3 +175,33 @@ async def test_sign_up_and_log_in_work_despite_a_bad_authorization_header(
     for payload in (signed_up["data"]["signUp"], logged_in["data"]["logIn"]):
         viewer = (await api.data(VIEWER, token=payload["token"]))["viewer"]
         assert viewer["id"] == user_id
+
+
+class RecordingHasher(PasswordHasher):
+    """argon2-cffi's hasher, remembering which hashes it verified against."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verified: list[str] = []
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        self.verified.append(hash if isinstance(hash, str) else hash.decode())
+        return super().verify(hash, password)
+
+
+async def test_unknown_email_runs_the_same_argon2_verification_as_a_wrong_password() -> None:
+    hasher = RecordingHasher()
+    authenticator = Authenticator("k" * 40, 3600, hasher=hasher)
+    stored = await authenticator.hash_password(PASSWORD)
+
+    assert not await authenticator.verify_password(stored, "not the password")
+    assert not await authenticator.verify_password(None, "not the password")
+    assert await authenticator.verify_password(stored, PASSWORD)
+
+    wrong_password, unknown_email, _right = hasher.verified
+    assert wrong_password == stored
+    assert unknown_email != stored
+    # The same algorithm, cost parameters and lengths: the same work.
+    assert extract_parameters(unknown_email) == extract_parameters(stored)
+    assert extract_parameters(stored) == RFC_9106_LOW_MEMORY
+    assert stored.startswith("$argon2id$")

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.node_clients import tool_missing
+from tests.conftest import tool_missing
 from tests.realtime_support import Realtime, Update, collect_until
 from tests.test_docs import graphql_blocks
 from tests.ws_client import GraphQLSocket, graphql_socket

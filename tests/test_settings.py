@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
+from app.rate_limit import Rate
 from app.settings import (
     DEFAULT_BROKER_URL,
     DEFAULT_DATABASE_URL,
@@ -16,6 +17,7 @@ from app.settings import (
     Settings,
     SettingsError,
 )
+from schema.limits import QueryLimits
 
 STRONG_SECRET = "k" * MIN_SECRET_KEY_LENGTH
 
@@ -181,3 +183,49 @@ def test_log_format_and_metrics_token() -> None:
     assert "scrape-me" not in repr(settings)
     defaults = Settings.from_env({})
     assert (defaults.log_format, defaults.metrics_token) == ("text", None)
+
+
+def test_limits_and_switches_are_parsed() -> None:
+    settings = Settings.from_env(
+        {
+            "MAX_QUERY_DEPTH": "8",
+            "MAX_QUERY_ALIASES": " 4 ",
+            "MAX_QUERY_TOKENS": "900",
+            "MUTATION_RATE_LIMIT": "20/10",
+            "LOGIN_RATE_LIMIT": "off",
+            "SIGN_IN_ADDRESS_RATE_LIMIT": " 7/3600 ",
+            "GRAPHIQL": "false",
+            "INTROSPECTION": "True",
+        }
+    )
+    assert settings.query_limits == QueryLimits(max_depth=8, max_aliases=4, max_tokens=900)
+    assert settings.mutation_rate == Rate(20, 10)
+    assert settings.login_rate is None
+    assert settings.sign_in_address_rate == Rate(7, 3600)
+    assert not settings.serves_graphiql
+    assert settings.allows_introspection
+
+
+def test_graphiql_and_introspection_follow_the_environment_unless_set() -> None:
+    production = Settings.from_env({"COMMITCAST_ENV": "production", "SECRET_KEY": STRONG_SECRET})
+    assert not production.serves_graphiql
+    assert not production.allows_introspection
+    development = Settings.from_env({})
+    assert development.serves_graphiql
+    assert development.allows_introspection
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MAX_QUERY_DEPTH", "deep"),
+        ("MAX_QUERY_ALIASES", "0"),
+        ("MUTATION_RATE_LIMIT", "10"),
+        ("LOGIN_RATE_LIMIT", "0/60"),
+        ("SIGN_IN_ADDRESS_RATE_LIMIT", "5/minute"),
+        ("GRAPHIQL", "maybe"),
+    ],
+)
+def test_bad_limits_and_switches_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: value})

@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 import models
 from schema import validation
-from schema.context import Info
+from schema.context import LOGINS_PER_EMAIL, SIGN_INS_PER_ADDRESS, Info
 from schema.errors import CodedError, bad_input, unauthenticated
 from schema.inputs import LogInInput, SignUpInput
 from schema.types import AuthPayload, User
@@ -21,6 +21,8 @@ class AccountMutations:
     @strawberry.mutation
     async def sign_up(self, info: Info, input: SignUpInput) -> AuthPayload:
         ctx = info.context
+        # Before any work: each signUp hashes a password (deliberately costly).
+        await ctx.limit_rate(SIGN_INS_PER_ADDRESS, ctx.client_address)
         email = validation.email("email", input.email)
         name = validation.required_text("name", input.name, validation.USER_NAME_MAX)
         password = validation.password("password", input.password)
@@ -37,6 +39,7 @@ class AccountMutations:
     @strawberry.mutation
     async def log_in(self, info: Info, input: LogInInput) -> AuthPayload:
         ctx = info.context
+        await ctx.limit_rate(SIGN_INS_PER_ADDRESS, ctx.client_address)
         # Malformed input gets the same answer as a wrong password: nothing here may
         # tell a caller which addresses have accounts.
         try:
@@ -44,6 +47,9 @@ class AccountMutations:
             validation.password("password", input.password)
         except CodedError:
             raise unauthenticated(INVALID_CREDENTIALS) from None
+        # Counted per email whether or not it has an account, so the limit itself
+        # tells nobody which addresses are registered.
+        await ctx.limit_rate(LOGINS_PER_EMAIL, email.lower())
         rows = await ctx.run_query(
             select(models.User).where(func.lower(models.User.email) == email.lower())
         )

@@ -1,0 +1,79 @@
+"""What the GraphQL endpoint accepts over HTTP, after the GraphQL over HTTP spec:
+
+- POST with a JSON body (`Content-Type: application/json`) for any operation; any other
+  content type gets 415. A browser cannot send that cross-site without a CORS
+  preflight, so no HTML form or `text/plain` request can run a mutation.
+- GET for queries only: a mutation over GET gets 405 with `Allow: POST`.
+- Requests refused before GraphQL runs (these, malformed JSON, a missing query) answer
+  with a JSON body like any GraphQL error: `{"errors": [{"message", "extensions":
+  {"code": "BAD_REQUEST"}}]}`, with the HTTP status saying what was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLRequestData
+from strawberry.http.parse_content_type import parse_content_type
+from strawberry.schema.exceptions import InvalidOperationTypeError
+
+from schema import Context
+from schema.errors import BAD_REQUEST, NOT_FOUND
+
+JSON_MEDIA_TYPE = "application/json"
+METHOD_NOT_ALLOWED = 405
+UNSUPPORTED_MEDIA_TYPE = 415
+
+
+class GraphQLHTTPPolicy(GraphQL[Context, None]):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            response = _refusal(request, exc)
+        await response(scope, receive, send)
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        if request.method == "POST":
+            media_type, _ = parse_content_type(request.content_type or "")
+            if media_type.strip().lower() != JSON_MEDIA_TYPE:
+                raise HTTPException(
+                    UNSUPPORTED_MEDIA_TYPE,
+                    f"POST a JSON body with 'Content-Type: {JSON_MEDIA_TYPE}'.",
+                )
+        return await super().parse_http_body(request)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        # Strawberry lets both of these escape as a 500.
+        try:
+            parsed = super().parse_json(data)
+        except UnicodeDecodeError:
+            raise HTTPException(400, "The body must be JSON text in UTF-8.") from None
+        if not isinstance(parsed, (dict, list)):
+            raise HTTPException(400, "The body must be a JSON object.")
+        return parsed
+
+
+def _refusal(request: Request, exc: HTTPException) -> Response:
+    status, message, headers = exc.status_code, exc.reason, {}
+    if request.method == "GET" and isinstance(exc.__cause__, InvalidOperationTypeError):
+        # The spec's answer to a mutation over GET (strawberry says 400).
+        status, message = METHOD_NOT_ALLOWED, "Mutations are only accepted over POST."
+        headers["Allow"] = "POST"
+    code = NOT_FOUND if status == 404 else BAD_REQUEST
+    body = {"errors": [{"message": message, "extensions": {"code": code}}]}
+    return Response(
+        json.dumps(body), status_code=status, headers=headers, media_type=JSON_MEDIA_TYPE
+    )
