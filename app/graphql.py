@@ -19,7 +19,6 @@ from app.auth import TokenError
 from app.runtime import Runtime
 from models import User
 from schema import Context
-from subscriptions.feed import UpdateFeed
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
@@ -85,7 +84,7 @@ class GraphQLView(GraphQL[Context, None]):
             auth_problem=problem,
             request=request,
             response=response,
-            feed=UpdateFeed(runtime.broker, runtime.engine),
+            feed=runtime.feed,
         )
 
     async def authenticate_connection(self, context: Context, params: Any) -> str | None:

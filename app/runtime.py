@@ -19,6 +19,7 @@ from models.database import create_engine, create_sessionmakers, is_sqlite
 from models.migrate import upgrade
 from subscriptions.broker import Broker, broker_from_url
 from subscriptions.capture import SINK_KEY, CapturingSession
+from subscriptions.feed import UpdateFeed
 from subscriptions.relay import Relay
 
 logger = logging.getLogger("commitcast")
@@ -32,6 +33,8 @@ class Runtime:
     write_sessions: async_sessionmaker[AsyncSession]
     broker: Broker
     relay: Relay
+    # The process's userUpdates source: one hub per connected user (subscriptions.hub).
+    feed: UpdateFeed
     authenticator: Authenticator
 
 
@@ -76,5 +79,6 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             write_sessions=write_sessions,
             broker=broker,
             relay=relay,
+            feed=UpdateFeed(broker, engine),
             authenticator=Authenticator(settings.secret_key, settings.token_ttl_seconds),
         )

@@ -16,6 +16,7 @@ from strawberry.types import Info as StrawberryInfo
 
 from schema.errors import ConcurrentChange, unauthenticated
 from schema.loaders import Loaders, scalars
+from schema.shared_reads import SharedReads
 from subscriptions.feed import UpdateFeed
 
 
@@ -88,6 +89,9 @@ class Context:
     delivered: DeliveredVersions = field(default_factory=lambda: DeliveredVersions())
     loaders: Loaders = field(init=False)
     _session: AsyncSession | None = field(default=None, init=False)
+    # Loaders shared with the viewer's other local subscriptions (schema.shared_reads),
+    # held from a reload until its result is built.
+    _shared: SharedReads | None = field(default=None, init=False)
     # One AsyncSession runs one statement at a time, but strawberry resolves sibling
     # fields concurrently: every read goes through this lock.
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -115,7 +119,22 @@ class Context:
         A WebSocket connection keeps one Context for all its operations and events, so
         each of them starts here instead of trusting an earlier one's cache.
         """
+        self._release_shared()
         self.loaders = Loaders(self.run_query, self.viewer_id)
+
+    def share_reads(self, reads: SharedReads) -> None:
+        """Read through `reads` (loaders shared by the viewer's local subscriptions for
+        one batch of changes) until close() or fresh_reads()."""
+        if reads is self._shared:
+            return
+        self._release_shared()
+        self.loaders = reads.acquire()
+        self._shared = reads
+
+    def _release_shared(self) -> None:
+        if self._shared is not None:
+            self._shared.release()
+            self._shared = None
 
     async def run_query(self, statement: Select[Any]) -> Sequence[Any]:
         async with self._lock:
@@ -143,6 +162,9 @@ class Context:
         self.loaders = Loaders(self.run_query, self.viewer_id)
 
     async def close(self) -> None:
+        if self._shared is not None:
+            # Never read through them once released: their session may be gone.
+            self.fresh_reads()
         async with self._lock:
             if self._session is not None:
                 await self._session.close()

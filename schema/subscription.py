@@ -11,10 +11,12 @@ import strawberry
 from schema.context import Context, Info
 from schema.ids import encode_id
 from schema.nodes import visible_node
+from schema.shared_reads import SharedReads, shared_reads
 from schema.types import Node
 from subscriptions.changelog import LoggedChange
 from subscriptions.changes import ChangeOp as CapturedOp
 from subscriptions.cursors import encode_cursor
+from subscriptions.hub import Batch
 
 
 @strawberry.enum
@@ -53,13 +55,16 @@ def resync(cursor: str) -> UserUpdate:
 ACCESS_ROOTS = frozenset({"Board"})
 
 
-async def present(ctx: Context, change: LoggedChange, cursor: str) -> UserUpdate | None:
+async def present(
+    ctx: Context, change: LoggedChange, cursor: str, reads: SharedReads | None = None
+) -> UserUpdate | None:
     """The update this viewer receives for a change, or None when it is not theirs to see.
 
     The record is reloaded now, as this viewer, with authorization checked again: a late
-    or repeated change can only deliver the newest committed state.
+    or repeated change can only deliver the newest committed state. With `reads`, the
+    reload (and the fields the subscription selects) is shared with the viewer's other
+    local subscriptions presenting the same batch.
     """
-    ctx.fresh_reads()
     key = (change.typename, change.record_id)
     global_id = strawberry.ID(encode_id(change.typename, change.record_id))
 
@@ -71,6 +76,10 @@ async def present(ctx: Context, change: LoggedChange, cursor: str) -> UserUpdate
         return update(ChangeOp.DELETED, None)
     if ctx.delivered.covers(key, change.version):
         return None  # a client that fell behind already has this state or newer
+    if reads is None:
+        ctx.fresh_reads()
+    else:
+        ctx.share_reads(reads)
     node = await visible_node(ctx, change.typename, change.record_id)
     if node is None:
         if change.typename in ACCESS_ROOTS:
@@ -92,6 +101,17 @@ def latest_per_record(batch: list[LoggedChange]) -> list[LoggedChange]:
         last.pop((change.typename, change.record_id), None)
         last[(change.typename, change.record_id)] = change
     return list(last.values())
+
+
+def latest_changes(batch: Batch) -> list[LoggedChange]:
+    """latest_per_record of a batch, computed once for all who share it."""
+    latest = batch.scope.get(LATEST_KEY)
+    if not isinstance(latest, list):
+        latest = batch.scope[LATEST_KEY] = latest_per_record(batch.changes)
+    return latest
+
+
+LATEST_KEY = "schema.latest_per_record"
 
 
 @strawberry.type
@@ -119,13 +139,17 @@ class Subscription:
                 yield resync(encode_cursor(viewer_id, position))
             while True:
                 batch = await stream.read(position)
-                if not batch:
+                if batch.changes:
+                    reads = shared_reads(batch, ctx.read_sessions, viewer_id)
+                    for change in latest_changes(batch):
+                        cursor = encode_cursor(viewer_id, change.id)
+                        item = await present(ctx, change, cursor, reads)
+                        if item is not None:
+                            yield item  # (CloseSession releases the connection before the send)
+                        else:
+                            await ctx.close()
+                    position = batch.changes[-1].id
+                if batch.caught_up:
+                    # Anything newer than the read comes with a wake-up (the listener
+                    # keeps one that arrived while we were sending).
                     await stream.wait(position)
-                    continue
-                for change in latest_per_record(batch):
-                    item = await present(ctx, change, encode_cursor(viewer_id, change.id))
-                    if item is not None:
-                        yield item  # (CloseSession releases the connection before the send)
-                    else:
-                        await ctx.close()
-                position = batch[-1].id
