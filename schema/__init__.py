@@ -6,6 +6,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import ExecutionContext
 
 from schema.context import Auth, Context
@@ -15,6 +16,8 @@ from schema.mutations import Mutation
 from schema.nodes import node_type, node_types
 from schema.queries import Query
 from schema.subscription import Subscription
+
+DOCUMENT_CACHE_SIZE = 256
 
 
 class CommitcastSchema(strawberry.Schema):
@@ -33,7 +36,14 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
         subscription=Subscription,
         # Every registered Node type, so node(id:) and fragments can name it.
         types=node_types(),
-        extensions=[ErrorCodes, CloseSession],
+        # Parsing and validating a document cost more than executing a mutation: both
+        # are cached by document text (bounded, so unique texts cannot grow memory).
+        extensions=[
+            ErrorCodes,
+            CloseSession,
+            lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
+            lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
+        ],
         execution_context_class=SubscriptionSafeExecutionContext,
         **kwargs,
     )

@@ -76,7 +76,13 @@ class SharedReads:
         async with self._lock:
             if self._session is None:
                 self._session = self._sessions()
-            return await scalars(self._session, statement)
+            try:
+                return await scalars(self._session, statement)
+            finally:
+                if not self._holders and self._expiry is None:
+                    # Read after the last holder let go (a resolver finishing late):
+                    # the session must still be closed.
+                    self._expiry = asyncio.get_running_loop().call_soon(self._expire)
 
 
 def shared_reads(

@@ -3,12 +3,15 @@ same types queries return, so client caches merge it by `__typename` + `id`."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import AsyncGenerator
 from enum import Enum
 
 import strawberry
 
 from schema.context import Context, Info
+from schema.execution import Renders
 from schema.ids import encode_id
 from schema.nodes import visible_node
 from schema.shared_reads import SharedReads, shared_reads
@@ -44,6 +47,8 @@ class UserUpdate:
         description="The record as the viewer sees it now; null for DELETED, RESYNC, or "
         "lost access."
     )
+    # Results already built for this very update (one execution per cohort).
+    renders: strawberry.Private[Renders] = dataclasses.field(default_factory=Renders)
 
 
 def resync(cursor: str) -> UserUpdate:
@@ -56,41 +61,91 @@ ACCESS_ROOTS = frozenset({"Board"})
 
 
 async def present(
-    ctx: Context, change: LoggedChange, cursor: str, reads: SharedReads | None = None
+    ctx: Context,
+    change: LoggedChange,
+    cursor: str,
+    reads: SharedReads | None = None,
+    outcomes: Outcomes | None = None,
 ) -> UserUpdate | None:
     """The update this viewer receives for a change, or None when it is not theirs to see.
 
     The record is reloaded now, as this viewer, with authorization checked again: a late
-    or repeated change can only deliver the newest committed state. With `reads`, the
-    reload (and the fields the subscription selects) is shared with the viewer's other
-    local subscriptions presenting the same batch.
+    or repeated change can only deliver the newest committed state. With `reads` and
+    `outcomes` (a batch's, see latest_changes), the reload and the update built from it
+    are shared with the viewer's other local subscriptions presenting the same batch;
+    what this connection already has (DeliveredVersions) is still decided per connection.
     """
     key = (change.typename, change.record_id)
+    if change.op is CapturedOp.DELETED:
+        ctx.delivered.deleted(key)
+    elif ctx.delivered.covers(key, change.version):
+        return None  # a client that fell behind already has this state or newer
+    if outcomes is None:
+        ctx.fresh_reads()
+        found = await outcome(ctx, change, cursor)
+    else:
+        found = await outcomes.get(ctx, change, cursor, reads)
+    if found is None or change.op is CapturedOp.DELETED:
+        return found
+    if found.node is None:
+        ctx.delivered.forget(key)  # access may come back (re-added as a member)
+        return found
+    # Several subscriptions of one connection reload independently: never let one of
+    # them send an older version of a record after another sent a newer one.
+    if not ctx.delivered.advance(key, getattr(found.node, "version", None)):
+        return None
+    return found
+
+
+async def outcome(ctx: Context, change: LoggedChange, cursor: str) -> UserUpdate | None:
+    """What the viewer gets for `change` (reloaded through ctx.loaders), before what one
+    connection already has is taken into account."""
     global_id = strawberry.ID(encode_id(change.typename, change.record_id))
 
     def update(op: ChangeOp, node: Node | None) -> UserUpdate:
         return UserUpdate(cursor=cursor, op=op, typename=change.typename, id=global_id, node=node)
 
     if change.op is CapturedOp.DELETED:
-        ctx.delivered.deleted(key)
         return update(ChangeOp.DELETED, None)
-    if ctx.delivered.covers(key, change.version):
-        return None  # a client that fell behind already has this state or newer
-    if reads is None:
-        ctx.fresh_reads()
-    else:
-        ctx.share_reads(reads)
     node = await visible_node(ctx, change.typename, change.record_id)
     if node is None:
-        if change.typename in ACCESS_ROOTS:
-            ctx.delivered.forget(key)  # access may come back (re-added as a member)
-            return update(ChangeOp.DELETED, None)
-        return None
-    # Several subscriptions of one connection reload independently: never let one of
-    # them send an older version of a record after another sent a newer one.
-    if not ctx.delivered.advance(key, getattr(node, "version", None)):
-        return None
+        return update(ChangeOp.DELETED, None) if change.typename in ACCESS_ROOTS else None
     return update(ChangeOp[change.op.value], node)
+
+
+class Outcomes:
+    """One outcome per change of a batch, shared by the viewer's local subscriptions
+    (a batch belongs to one user's hub: one viewer). The first to need one computes
+    it; the others wait for it. Sharing the update object also lets them share its
+    execution (schema.execution.Renders)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, asyncio.Future[UserUpdate | None]] = {}
+
+    async def get(
+        self, ctx: Context, change: LoggedChange, cursor: str, reads: SharedReads | None
+    ) -> UserUpdate | None:
+        pending = self._pending.get(change.id)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # we were cancelled, not the one computing it
+        future: asyncio.Future[UserUpdate | None] = asyncio.get_running_loop().create_future()
+        self._pending[change.id] = future
+        try:
+            if reads is None:
+                ctx.fresh_reads()
+            else:
+                ctx.share_reads(reads)
+            found = await outcome(ctx, change, cursor)
+        except BaseException:
+            del self._pending[change.id]
+            future.cancel()  # the others compute it themselves
+            raise
+        future.set_result(found)
+        return found
 
 
 def latest_per_record(batch: list[LoggedChange]) -> list[LoggedChange]:
@@ -112,6 +167,14 @@ def latest_changes(batch: Batch) -> list[LoggedChange]:
 
 
 LATEST_KEY = "schema.latest_per_record"
+OUTCOMES_KEY = "schema.outcomes"
+
+
+def shared_outcomes(batch: Batch) -> Outcomes:
+    outcomes = batch.scope.get(OUTCOMES_KEY)
+    if not isinstance(outcomes, Outcomes):
+        outcomes = batch.scope[OUTCOMES_KEY] = Outcomes()
+    return outcomes
 
 
 @strawberry.type
@@ -141,9 +204,10 @@ class Subscription:
                 batch = await stream.read(position)
                 if batch.changes:
                     reads = shared_reads(batch, ctx.read_sessions, viewer_id)
+                    outcomes = shared_outcomes(batch)
                     for change in latest_changes(batch):
                         cursor = encode_cursor(viewer_id, change.id)
-                        item = await present(ctx, change, cursor, reads)
+                        item = await present(ctx, change, cursor, reads, outcomes)
                         if item is not None:
                             yield item  # (CloseSession releases the connection before the send)
                         else:
