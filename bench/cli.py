@@ -119,6 +119,7 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("latency p99.9, many subs @ high rate", "latency_many_subs", "p999_ms", "ms"),
     ("  missing final states", "latency_many_subs", "missing_final_states", ""),
     ("delivered/s, 100 subs of 1 user", "saturation_100_subs_one_user", "updates_per_s", "/s"),
+    ("  failed mutations", "saturation_100_subs_one_user", "failed_mutations", ""),
     (
         "delivered/s, subs over 100 users",
         "saturation_subs_over_100_users_one_board",
@@ -205,7 +206,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
     try:
         for kind in args.targets:
-            report[kind] = await measure(kind, pool, sizes, args.postgres, args.redis)
+            try:
+                report[kind] = await measure(kind, pool, sizes, args.postgres, args.redis)
+            except Exception as exc:
+                # Keep the other target's figures; say what failed.
+                log(f"{kind} failed: {type(exc).__name__}: {exc}")
+                report[kind] = {"error": f"{type(exc).__name__}: {exc}"}
     finally:
         await pool.stop()
     report["meta"]["seconds"] = round(time.perf_counter() - started, 1)

@@ -252,10 +252,10 @@ class Pool:
         await self.broadcast("close", label)
 
     async def wait_for(
-        self, labels: list[str], expected: dict[str, dict[str, int]], timeout: float
+        self, labels: list[str], expected: dict[str, dict[str, int]], within: float
     ) -> int:
         replies = await self.broadcast(
-            "wait_for", {"labels": labels, "expected": expected, "timeout": timeout}
+            "wait_for", {"labels": labels, "expected": expected, "timeout": within}
         )
         return sum(r["missing"] for r in replies)
 

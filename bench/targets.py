@@ -22,7 +22,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -108,7 +107,7 @@ class Target:
         command = [sys.executable, "-m", "bench.serve", self.kind, "--port", str(self.port)]
         if not realtime:
             command.append("--no-realtime")
-        self.process = subprocess.Popen(command, env=env, cwd=ROOT)  # noqa: S603
+        self.process = subprocess.Popen(command, env=env, cwd=ROOT)  # noqa: S603, ASYNC220 - returns at once
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -87,7 +87,8 @@ class Context:
     connection_params: Any = None
     # What this connection's subscriptions have sent, per record (see DeliveredVersions).
     delivered: DeliveredVersions = field(default_factory=lambda: DeliveredVersions())
-    loaders: Loaders = field(init=False)
+    # Built on first use (see `loaders`): most events and idle connections need none.
+    _loaders: Loaders | None = field(default=None, init=False)
     _session: AsyncSession | None = field(default=None, init=False)
     # Loaders shared with the viewer's other local subscriptions (schema.shared_reads),
     # held from a reload until its result is built.
@@ -96,8 +97,11 @@ class Context:
     # fields concurrently: every read goes through this lock.
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
-    def __post_init__(self) -> None:
-        self.loaders = Loaders(self.run_query, self.viewer_id)
+    @property
+    def loaders(self) -> Loaders:
+        if self._loaders is None:
+            self._loaders = Loaders(self.run_query, self.viewer_id)
+        return self._loaders
 
     def require_viewer(self) -> int:
         if self.viewer_id is None:
@@ -120,7 +124,7 @@ class Context:
         each of them starts here instead of trusting an earlier one's cache.
         """
         self._release_shared()
-        self.loaders = Loaders(self.run_query, self.viewer_id)
+        self._loaders = None
 
     def share_reads(self, reads: SharedReads) -> None:
         """Read through `reads` (loaders shared by the viewer's local subscriptions for
@@ -128,7 +132,7 @@ class Context:
         if reads is self._shared:
             return
         self._release_shared()
-        self.loaders = reads.acquire()
+        self._loaders = reads.acquire()
         self._shared = reads
 
     def _release_shared(self) -> None:
@@ -159,7 +163,7 @@ class Context:
         async with self._lock:
             if self._session is not None and self._session.in_transaction():
                 await self._session.commit()
-        self.loaders = Loaders(self.run_query, self.viewer_id)
+        self._loaders = None
 
     async def close(self) -> None:
         if self._shared is not None:

@@ -21,6 +21,7 @@ subscription's update is read from a single snapshot.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,8 @@ from schema.loaders import Loaders, scalars
 from subscriptions.hub import Batch
 
 SCOPE_KEY = "schema.shared_reads"
+
+logger = logging.getLogger("commitcast.delivery")
 
 
 class SharedReads:
@@ -66,9 +69,17 @@ class SharedReads:
         session, self._session = self._session, None
         self.loaders = Loaders(self._run, self.viewer_id)
         if session is not None:
-            task = asyncio.create_task(session.close())
+            task = asyncio.create_task(self._close(session))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+
+    async def _close(self, session: AsyncSession) -> None:
+        # After a statement still in flight (a holder cancelled half-way, say).
+        async with self._lock:
+            try:
+                await session.close()
+            except Exception:
+                logger.exception("closing a shared read session failed")
 
     async def _run(self, statement: Select[Any]) -> Sequence[Any]:
         # One AsyncSession runs one statement at a time; the holders' resolvers run

@@ -37,7 +37,7 @@ from sqlalchemy import DateTime, ForeignKey, String, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types import Info
@@ -97,7 +97,7 @@ class State:
 STATE = State()
 
 
-@strawberry.type
+@strawberry.type(name="Card")
 class CardType:
     id: strawberry.ID
     title: str
@@ -253,4 +253,11 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 def create_app() -> Starlette:
-    return Starlette(routes=[Route("/graphql", View(schema))], lifespan=lifespan)
+    view = View(schema)
+    return Starlette(
+        routes=[
+            Route("/graphql", view, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", view),
+        ],
+        lifespan=lifespan,
+    )
