@@ -10,8 +10,10 @@ import os
 import platform
 import socket
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from bench.receivers import Pool
@@ -33,9 +35,13 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-async def measure(kind: str, pool: Pool, sizes: Sizes, pg: str, redis: str) -> dict[str, Any]:
+async def measure(
+    kind: str, pool: Pool, sizes: Sizes, pg: str, redis: str, results: dict[str, Any]
+) -> None:
+    """Run every workload against `kind`, filling `results` as figures come in (a
+    failure half-way keeps what was measured)."""
     target = Target(kind, pg, redis, free_port())
-    results: dict[str, Any] = {}
+    results["server_log"] = str(Path(tempfile.gettempdir()) / f"{target.database}.log")
     await target.create_database()
     try:
         await target.start()
@@ -96,7 +102,6 @@ async def measure(kind: str, pool: Pool, sizes: Sizes, pg: str, redis: str) -> d
         await target.stop()
         await target.close()
         await target.drop_database()
-    return results
 
 
 def ratio(ours: float | None, baseline: float | None) -> float | None:
@@ -206,12 +211,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
     try:
         for kind in args.targets:
+            report[kind] = {}
             try:
-                report[kind] = await measure(kind, pool, sizes, args.postgres, args.redis)
+                await measure(kind, pool, sizes, args.postgres, args.redis, report[kind])
             except Exception as exc:
-                # Keep the other target's figures; say what failed.
+                # Keep what was measured, and the other target's figures; say what failed.
                 log(f"{kind} failed: {type(exc).__name__}: {exc}")
-                report[kind] = {"error": f"{type(exc).__name__}: {exc}"}
+                report[kind]["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         await pool.stop()
     report["meta"]["seconds"] = round(time.perf_counter() - started, 1)

@@ -34,14 +34,14 @@ class Sizes:
 
 
 QUICK = Sizes(
-    latency_seconds=3,
-    saturation_seconds=3,
-    memory_steps=(0, 200, 400),
+    latency_seconds=2,
+    saturation_seconds=2,
+    memory_steps=(0, 100, 200),
     sql_changes=3,
     mutations=30,
-    pairs_per_user=2,
-    crowd_users=100,
-    rate_high=100.0,
+    pairs_per_user=1,
+    crowd_users=50,
+    rate_high=50.0,
 )
 FULL = Sizes(
     latency_seconds=15,
@@ -73,6 +73,7 @@ class Bench:
         self.sizes = sizes
         self._titles = itertools.count()
         self.failures: list[str] = []
+        self.achieved_rate = 0.0
         self._cursor: dict[str, itertools.cycle[str]] = {}
 
     # -- helpers ------------------------------------------------------------------------
@@ -158,6 +159,7 @@ class Bench:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(next(boards_cycle))))
         await asyncio.gather(*tasks)
+        self.achieved_rate = round(len(durations) / (time.perf_counter() - started), 1)
         return expected, durations
 
     # -- workloads ----------------------------------------------------------------------
@@ -176,6 +178,7 @@ class Bench:
         return {
             "subscriptions": len(specs),
             "rate": rate,
+            "achieved_rate": self.achieved_rate,
             "mutations": len(durations),
             "failed_mutations": len(self.failures),
             "failure_example": self.failures[0] if self.failures else None,
@@ -205,6 +208,8 @@ class Bench:
             "mutations": len(durations),
             "failed_mutations": len(self.failures),
             "failure_example": self.failures[0] if self.failures else None,
+            "offered_rate": rate,
+            "achieved_rate": self.achieved_rate,
             "mutation_p50_ms": ms(percentile(durations, 50)),
             "delivered": received,
             "window_s": round(window, 2),
