@@ -50,6 +50,9 @@ async def measure(
         pairs = [f"pair{i}" for i in range(GROUPS)]
         crowd = [f"crowd{i}" for i in range(sizes.crowd_users)]
 
+        log(f"{kind}: mutation latency, real-time on, nobody subscribed")
+        results["mutation_latency_no_subscribers"] = await bench.mutation_latency("solo")
+
         log(f"{kind}: one user, 1 subscription")
         await bench.open_live("solo", bench.specs(["solo"], 1), ["solo"])
         sql = {"1": await bench.statements_per_change("solo", "solo")}
@@ -137,6 +140,7 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("SQL statements per change, 10 subs", "sql_statements_per_change", "10", ""),
     ("SQL statements per change, 100 subs", "sql_statements_per_change", "100", ""),
     ("mutation p50, real-time on", "mutation_latency_realtime_on", "p50_ms", "ms"),
+    ("mutation p50, on, nobody subscribed", "mutation_latency_no_subscribers", "p50_ms", "ms"),
     ("mutation p50, real-time off", "mutation_latency_realtime_off", "p50_ms", "ms"),
     ("mutation p99, real-time on", "mutation_latency_realtime_on", "p99_ms", "ms"),
     ("mutation p99, real-time off", "mutation_latency_realtime_off", "p99_ms", "ms"),
