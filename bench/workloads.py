@@ -13,7 +13,8 @@ from bench.receivers import Pool, SocketSpec
 from bench.targets import Target
 
 DRAIN_TIMEOUT = 15.0
-LIVE_TIMEOUT = 60.0
+LIVE_TIMEOUT = 90.0
+PROBE_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -105,26 +106,36 @@ class Bench:
         return {"team": "pair0", "crowd": "crowd0"}.get(board, board)
 
     async def open_live(self, label: str, specs: list[SocketSpec], groups: list[str]) -> None:
-        """Open the sockets, then wait until each has received a probe change of its
-        group: from then on its subscription is live."""
+        """Open the sockets, then change a card of each group until every socket has
+        received such a change: from then on its subscription is live. (A subscription
+        starts at the log's head when the server gets to it, so a change committed
+        before that is not for it: probe again.)"""
         await self.pool.open(label, specs)
-        expected: dict[str, dict[str, int]] = {}
-        for group in groups:
-            for attempt in range(5):
-                try:
-                    card, version, _ = await self.target.mutate(
-                        self.owner(group), self.next_card(group), f"probe {next(self._titles)}"
-                    )
-                    break
-                except RuntimeError:
-                    # Still digesting the previous workload's backlog: try again.
-                    if attempt == 4:
-                        raise
-                    await asyncio.sleep(2)
-            expected[group] = {card: version}
-        missing = await self.pool.wait_for([label], expected, LIVE_TIMEOUT)
-        if missing:
-            raise RuntimeError(f"{label}: {missing} sockets never went live")
+        deadline = time.monotonic() + LIVE_TIMEOUT
+        while True:
+            expected: dict[str, dict[str, int]] = {}
+            for group in groups:
+                card, version = await self._probe(group)
+                expected[group] = {card: version}
+            missing = await self.pool.wait_for([label], expected, PROBE_WAIT)
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{label}: {missing} sockets never went live")
+
+    async def _probe(self, group: str) -> tuple[str, int]:
+        for attempt in range(5):
+            try:
+                card, version, _ = await self.target.mutate(
+                    self.owner(group), self.next_card(group), f"probe {next(self._titles)}"
+                )
+                return card, version
+            except RuntimeError:
+                # Still digesting the previous workload's backlog: try again.
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(2)
+        raise AssertionError("unreachable")
 
     async def open_loop(
         self, boards: list[str], rate: float, seconds: float
