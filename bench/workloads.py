@@ -13,8 +13,8 @@ from bench.receivers import Pool, SocketSpec
 from bench.targets import Target
 
 DRAIN_TIMEOUT = 15.0
-LIVE_TIMEOUT = 90.0
-PROBE_WAIT = 5.0
+LIVE_TIMEOUT = 120.0
+PROBE_WAIT = 10.0
 
 
 @dataclass(frozen=True)
