@@ -6,12 +6,12 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import ValidationCache
 from strawberry.types import ExecutionContext
 
 from schema.context import Auth, Context
 from schema.execution import SubscriptionSafeExecutionContext
-from schema.extensions import CloseSession, ErrorCodes
+from schema.extensions import CachedParse, CloseSession, ErrorCodes
 from schema.mutations import Mutation
 from schema.nodes import node_type, node_types
 from schema.queries import Query
@@ -41,7 +41,7 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
         extensions=[
             ErrorCodes,
             CloseSession,
-            lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
+            lambda: CachedParse(maxsize=DOCUMENT_CACHE_SIZE),
             lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
         ],
         execution_context_class=SubscriptionSafeExecutionContext,
