@@ -169,8 +169,6 @@ class Context:
         if self._shared is not None:
             # Never read through them once released: their session may be gone.
             self.fresh_reads()
-        if self._session is None:
-            return  # nothing to release (the common case after a shared reload)
         async with self._lock:
             if self._session is not None:
                 await self._session.close()
