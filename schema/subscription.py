@@ -3,15 +3,12 @@ same types queries return, so client caches merge it by `__typename` + `id`."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 from collections.abc import AsyncGenerator
 from enum import Enum
 
 import strawberry
 
 from schema.context import Context, Info
-from schema.execution import Renders
 from schema.ids import encode_id
 from schema.nodes import visible_node
 from schema.shared_reads import SharedReads, shared_reads
@@ -47,8 +44,6 @@ class UserUpdate:
         description="The record as the viewer sees it now; null for DELETED, RESYNC, or "
         "lost access."
     )
-    # Results already built for this very update (one execution per cohort).
-    renders: strawberry.Private[Renders] = dataclasses.field(default_factory=Renders)
 
 
 def resync(cursor: str) -> UserUpdate:
@@ -65,26 +60,25 @@ async def present(
     change: LoggedChange,
     cursor: str,
     reads: SharedReads | None = None,
-    outcomes: Outcomes | None = None,
 ) -> UserUpdate | None:
     """The update this viewer receives for a change, or None when it is not theirs to see.
 
     The record is reloaded now, as this viewer, with authorization checked again: a late
-    or repeated change can only deliver the newest committed state. With `reads` and
-    `outcomes` (a batch's, see latest_changes), the reload and the update built from it
-    are shared with the viewer's other local subscriptions presenting the same batch;
-    what this connection already has (DeliveredVersions) is still decided per connection.
+    or repeated change can only deliver the newest committed state. With `reads` (a
+    batch's), the reload is shared with the viewer's other local subscriptions
+    presenting the same batch; what this connection already has (DeliveredVersions) is
+    decided per connection.
     """
     key = (change.typename, change.record_id)
     if change.op is CapturedOp.DELETED:
         ctx.delivered.deleted(key)
     elif ctx.delivered.covers(key, change.version):
         return None  # a client that fell behind already has this state or newer
-    if outcomes is None:
+    if reads is None:
         ctx.fresh_reads()
-        found = await outcome(ctx, change, cursor)
     else:
-        found = await outcomes.get(ctx, change, cursor, reads)
+        ctx.share_reads(reads)
+    found = await outcome(ctx, change, cursor)
     if found is None or change.op is CapturedOp.DELETED:
         return found
     if found.node is None:
@@ -113,41 +107,6 @@ async def outcome(ctx: Context, change: LoggedChange, cursor: str) -> UserUpdate
     return update(ChangeOp[change.op.value], node)
 
 
-class Outcomes:
-    """One outcome per change of a batch, shared by the viewer's local subscriptions
-    (a batch belongs to one user's hub: one viewer). The first to need one computes
-    it; the others wait for it. Sharing the update object also lets them share its
-    execution (schema.execution.Renders)."""
-
-    def __init__(self) -> None:
-        self._pending: dict[int, asyncio.Future[UserUpdate | None]] = {}
-
-    async def get(
-        self, ctx: Context, change: LoggedChange, cursor: str, reads: SharedReads | None
-    ) -> UserUpdate | None:
-        pending = self._pending.get(change.id)
-        if pending is not None:
-            try:
-                return await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                if not pending.cancelled():
-                    raise  # we were cancelled, not the one computing it
-        future: asyncio.Future[UserUpdate | None] = asyncio.get_running_loop().create_future()
-        self._pending[change.id] = future
-        try:
-            if reads is None:
-                ctx.fresh_reads()
-            else:
-                ctx.share_reads(reads)
-            found = await outcome(ctx, change, cursor)
-        except BaseException:
-            del self._pending[change.id]
-            future.cancel()  # the others compute it themselves
-            raise
-        future.set_result(found)
-        return found
-
-
 def latest_per_record(batch: list[LoggedChange]) -> list[LoggedChange]:
     """One change per record (its last), in log order: the reload shows the newest state
     anyway, so earlier changes to the same record add nothing."""
@@ -167,14 +126,6 @@ def latest_changes(batch: Batch) -> list[LoggedChange]:
 
 
 LATEST_KEY = "schema.latest_per_record"
-OUTCOMES_KEY = "schema.outcomes"
-
-
-def shared_outcomes(batch: Batch) -> Outcomes:
-    outcomes = batch.scope.get(OUTCOMES_KEY)
-    if not isinstance(outcomes, Outcomes):
-        outcomes = batch.scope[OUTCOMES_KEY] = Outcomes()
-    return outcomes
 
 
 @strawberry.type
@@ -204,10 +155,9 @@ class Subscription:
                 batch = await stream.read(position)
                 if batch.changes:
                     reads = shared_reads(batch, ctx.read_sessions, viewer_id)
-                    outcomes = shared_outcomes(batch)
                     for change in latest_changes(batch):
                         cursor = encode_cursor(viewer_id, change.id)
-                        item = await present(ctx, change, cursor, reads, outcomes)
+                        item = await present(ctx, change, cursor, reads)
                         if item is not None:
                             yield item  # (CloseSession releases the connection before the send)
                         else:
