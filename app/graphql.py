@@ -54,7 +54,6 @@ from models import User
 from schema import Context
 from schema.errors import RATE_LIMITED
 from subscriptions.delivery import DeliveryObserver
-from subscriptions.feed import UpdateFeed
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
@@ -260,7 +259,7 @@ class GraphQLView(GraphQLHTTPPolicy):
             access_fence=runtime.access_fence,
             request=request,
             response=response,
-            feed=UpdateFeed(runtime.broker, runtime.engine),
+            feed=runtime.feed,
             deliveries=DeliveryObserver(runtime.metrics, transport),
             rate_limiter=runtime.rate_limiter,
         )

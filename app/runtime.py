@@ -23,6 +23,7 @@ from models.migrate import upgrade
 from schema.context import LOGINS_PER_EMAIL, MUTATIONS_PER_USER, SIGN_INS_PER_ADDRESS
 from subscriptions.broker import Broker, broker_from_url
 from subscriptions.capture import SINK_KEY, CapturingSession
+from subscriptions.feed import UpdateFeed
 from subscriptions.fence import AccessFence
 from subscriptions.metrics import Metrics
 from subscriptions.relay import Relay
@@ -38,6 +39,8 @@ class Runtime:
     write_sessions: async_sessionmaker[AsyncSession]
     broker: Broker
     relay: Relay
+    # The process's userUpdates source: one hub per connected user (subscriptions.hub).
+    feed: UpdateFeed
     authenticator: Authenticator
     metrics: Metrics
     live_sockets: LiveSockets
@@ -110,6 +113,7 @@ async def open_runtime(
             write_sessions=write_sessions,
             broker=broker,
             relay=relay,
+            feed=UpdateFeed(broker, engine),
             authenticator=Authenticator(
                 settings.secret_key, settings.token_ttl_seconds, revocations
             ),

@@ -6,18 +6,20 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import DisableIntrospection, SchemaExtension
+from strawberry.extensions import DisableIntrospection, SchemaExtension, ValidationCache
 from strawberry.types import ExecutionContext
 
 from schema.context import Auth, Context, RateLimiter
 from schema.execution import SubscriptionSafeExecutionContext
-from schema.extensions import CloseSession, ErrorCodes
+from schema.extensions import CachedParse, CloseSession, ErrorCodes
 from schema.limits import ExtensionFactory, QueryLimits, limit_extensions
 from schema.mutations import Mutation
 from schema.nodes import node_type, node_types
 from schema.queries import Query
 from schema.rate_limits import MutationRateLimit
 from schema.subscription import Subscription
+
+DOCUMENT_CACHE_SIZE = 256
 
 
 class CommitcastSchema(strawberry.Schema):
@@ -45,6 +47,13 @@ def build_schema(
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
+    # Parsing and validating a document cost more than executing a mutation: both are
+    # cached by document text (bounded, so unique texts cannot grow memory). Last, so
+    # that they run with the parse options and validation rules added above.
+    extensions += [
+        lambda: CachedParse(maxsize=DOCUMENT_CACHE_SIZE),
+        lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
+    ]
     return CommitcastSchema(
         query=Query,
         mutation=Mutation,

@@ -16,6 +16,7 @@ from strawberry.types import Info as StrawberryInfo
 
 from schema.errors import ConcurrentChange, rate_limited, unauthenticated
 from schema.loaders import Loaders, scalars
+from schema.shared_reads import SharedReads
 from subscriptions.delivery import DeliveryObserver
 from subscriptions.feed import UpdateFeed
 from subscriptions.fence import AccessFence
@@ -117,16 +118,23 @@ class Context:
     deliveries: DeliveryObserver = field(default_factory=lambda: DeliveryObserver())
     # None: nothing is rate limited (a schema run outside the app).
     rate_limiter: RateLimiter | None = None
-    loaders: Loaders = field(init=False)
+    # Built on first use (see `loaders`): most events and idle connections need none.
+    _loaders: Loaders | None = field(default=None, init=False)
     _session: AsyncSession | None = field(default=None, init=False)
     # The access fence's clock when _session was opened (its snapshot is no older).
     _session_clock: int = field(default=0, init=False)
+    # Loaders shared with the viewer's other local subscriptions (schema.shared_reads),
+    # held from a reload until its result is built.
+    _shared: SharedReads | None = field(default=None, init=False)
     # One AsyncSession runs one statement at a time, but strawberry resolves sibling
     # fields concurrently: every read goes through this lock.
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
-    def __post_init__(self) -> None:
-        self.loaders = Loaders(self.run_query, self.viewer_id)
+    @property
+    def loaders(self) -> Loaders:
+        if self._loaders is None:
+            self._loaders = Loaders(self.run_query, self.viewer_id)
+        return self._loaders
 
     def require_viewer(self) -> int:
         if self.viewer_id is None:
@@ -164,7 +172,22 @@ class Context:
         A WebSocket connection keeps one Context for all its operations and events, so
         each of them starts here instead of trusting an earlier one's cache.
         """
-        self.loaders = Loaders(self.run_query, self.viewer_id)
+        self._release_shared()
+        self._loaders = None
+
+    def share_reads(self, reads: SharedReads) -> None:
+        """Read through `reads` (loaders shared by the viewer's local subscriptions for
+        one batch of changes) until close() or fresh_reads()."""
+        if reads is self._shared:
+            return
+        self._release_shared()
+        self._loaders = reads.acquire()
+        self._shared = reads
+
+    def _release_shared(self) -> None:
+        if self._shared is not None:
+            self._shared.release()
+            self._shared = None
 
     async def run_query(self, statement: Select[Any]) -> Sequence[Any]:
         async with self._lock:
@@ -175,8 +198,11 @@ class Context:
 
     @property
     def snapshot_clock(self) -> int | None:
-        """The access fence's clock when the open read session began (None: none open).
-        Subscriptions of one connection share it (see subscriptions.fence)."""
+        """The access fence's clock when the read session in use began (None: none
+        open). Subscriptions of one connection share it, and a viewer's local
+        subscriptions share a batch's (schema.shared_reads; see subscriptions.fence)."""
+        if self._shared is not None:
+            return self._shared.snapshot_clock
         return self._session_clock if self._session is not None else None
 
     @asynccontextmanager
@@ -196,9 +222,12 @@ class Context:
         async with self._lock:
             if self._session is not None and self._session.in_transaction():
                 await self._session.commit()
-        self.loaders = Loaders(self.run_query, self.viewer_id)
+        self._loaders = None
 
     async def close(self) -> None:
+        if self._shared is not None:
+            # Never read through them once released: their session may be gone.
+            self.fresh_reads()
         async with self._lock:
             if self._session is not None:
                 await self._session.close()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import ParserCache, SchemaExtension
 from strawberry.types.execution import PreExecutionError
 
 from schema.context import Context
@@ -117,3 +118,21 @@ class ErrorCodes(SchemaExtension):
             path=error.path,
             extensions={**(error.extensions or {}), "code": code, **extra},
         )
+
+
+class CachedParse(ParserCache):
+    """strawberry's ParserCache, except that a document that does not parse is left to
+    strawberry's own parse, which reports the syntax error the usual way (ParserCache
+    raises it from the extension hook, outside the handling that gives it a code).
+
+    One parsed document per query text is also what lets identical subscriptions share
+    one execution (schema.execution)."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.query:
+            with contextlib.suppress(GraphQLError):
+                context.graphql_document = self.cached_parse_document(
+                    context.query, **context.parse_options
+                )
+        yield

@@ -12,11 +12,13 @@ from schema.context import Context, Info
 from schema.errors import unauthenticated
 from schema.ids import encode_id
 from schema.nodes import visible_node
+from schema.shared_reads import SharedReads, shared_reads
 from schema.types import Node
 from subscriptions.changelog import LoggedChange
 from subscriptions.changes import ChangeOp as CapturedOp
 from subscriptions.cursors import encode_cursor
 from subscriptions.fence import DeliveryTicket
+from subscriptions.hub import Batch
 
 
 @strawberry.enum
@@ -72,35 +74,57 @@ async def reload_admitted(
 
 
 async def present(
-    ctx: Context, change: LoggedChange, cursor: str, ticket: DeliveryTicket | None = None
+    ctx: Context,
+    change: LoggedChange,
+    cursor: str,
+    reads: SharedReads | None = None,
+    ticket: DeliveryTicket | None = None,
 ) -> UserUpdate | None:
     """The update this viewer receives for a change, or None when it is not theirs to see.
 
     The record is reloaded now, as this viewer, with authorization checked again: a late
-    or repeated change can only deliver the newest committed state.
+    or repeated change can only deliver the newest committed state. With `reads` (a
+    batch's), the reload is shared with the viewer's other local subscriptions
+    presenting the same batch; what this connection already has (DeliveredVersions) is
+    decided per connection.
     """
-    ctx.fresh_reads()
     key = (change.typename, change.record_id)
+    if change.op is CapturedOp.DELETED:
+        ctx.delivered.deleted(key)
+    elif ctx.delivered.covers(key, change.version):
+        return None  # a client that fell behind already has this state or newer
+    if reads is None:
+        ctx.fresh_reads()
+    else:
+        ctx.share_reads(reads)
+    found = await outcome(ctx, change, cursor, ticket)
+    if found is None or change.op is CapturedOp.DELETED:
+        return found
+    if found.node is None:
+        ctx.delivered.forget(key)  # access may come back (re-added as a member)
+        return found
+    # Several subscriptions of one connection reload independently: never let one of
+    # them send an older version of a record after another sent a newer one.
+    if not ctx.delivered.advance(key, getattr(found.node, "version", None)):
+        return None
+    return found
+
+
+async def outcome(
+    ctx: Context, change: LoggedChange, cursor: str, ticket: DeliveryTicket | None = None
+) -> UserUpdate | None:
+    """What the viewer gets for `change` (reloaded through ctx.loaders, admitted by the
+    access fence), before what one connection already has is taken into account."""
     global_id = strawberry.ID(encode_id(change.typename, change.record_id))
 
     def update(op: ChangeOp, node: Node | None) -> UserUpdate:
         return UserUpdate(cursor=cursor, op=op, typename=change.typename, id=global_id, node=node)
 
     if change.op is CapturedOp.DELETED:
-        ctx.delivered.deleted(key)
         return update(ChangeOp.DELETED, None)
-    if ctx.delivered.covers(key, change.version):
-        return None  # a client that fell behind already has this state or newer
     node = await reload_admitted(ctx, change, ticket)
     if node is None:
-        if change.typename in ACCESS_ROOTS:
-            ctx.delivered.forget(key)  # access may come back (re-added as a member)
-            return update(ChangeOp.DELETED, None)
-        return None
-    # Several subscriptions of one connection reload independently: never let one of
-    # them send an older version of a record after another sent a newer one.
-    if not ctx.delivered.advance(key, getattr(node, "version", None)):
-        return None
+        return update(ChangeOp.DELETED, None) if change.typename in ACCESS_ROOTS else None
     return update(ChangeOp[change.op.value], node)
 
 
@@ -112,6 +136,17 @@ def latest_per_record(batch: list[LoggedChange]) -> list[LoggedChange]:
         last.pop((change.typename, change.record_id), None)
         last[(change.typename, change.record_id)] = change
     return list(last.values())
+
+
+def latest_changes(batch: Batch) -> list[LoggedChange]:
+    """latest_per_record of a batch, computed once for all who share it."""
+    latest = batch.scope.get(LATEST_KEY)
+    if not isinstance(latest, list):
+        latest = batch.scope[LATEST_KEY] = latest_per_record(batch.changes)
+    return latest
+
+
+LATEST_KEY = "schema.latest_per_record"
 
 
 @strawberry.type
@@ -146,21 +181,26 @@ class Subscription:
                 yield resync(encode_cursor(viewer_id, position))
             while True:
                 batch = await stream.read(position)
-                if not batch:
+                if batch.changes:
+                    reads = shared_reads(
+                        batch, ctx.read_sessions, viewer_id, lambda: ctx.access_fence.clock
+                    )
+                    for change in latest_changes(batch):
+                        # Held until the update has been sent: this generator resumes
+                        # only once the transport has taken it.
+                        with (
+                            ctx.access_fence.ticket(viewer_id, ctx.close_connection) as ticket,
+                            ctx.deliveries.delivering(viewer_id, change) as delivery,
+                        ):
+                            cursor = encode_cursor(viewer_id, change.id)
+                            item = await present(ctx, change, cursor, reads, ticket)
+                            if item is not None:
+                                # (CloseSession releases the connection before the send)
+                                yield delivery.sending(item)
+                            else:
+                                await ctx.close()
+                    position = batch.changes[-1].id
+                if batch.caught_up:
+                    # Anything newer than the read comes with a wake-up (the listener
+                    # keeps one that arrived while we were sending).
                     await stream.wait(position)
-                    continue
-                for change in latest_per_record(batch):
-                    # Held until the update has been sent: this generator resumes
-                    # only once the transport has taken it.
-                    with (
-                        ctx.access_fence.ticket(viewer_id, ctx.close_connection) as ticket,
-                        ctx.deliveries.delivering(viewer_id, change) as delivery,
-                    ):
-                        cursor = encode_cursor(viewer_id, change.id)
-                        item = await present(ctx, change, cursor, ticket)
-                        if item is not None:
-                            # (CloseSession releases the connection before the send)
-                            yield delivery.sending(item)
-                        else:
-                            await ctx.close()
-                position = batch[-1].id

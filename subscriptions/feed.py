@@ -1,6 +1,7 @@
 """A user's stream of changes: read from the change log after a position, woken up by
 the broker. The broker only says "something new"; the log says what, so a lost, late
-or repeated broker message can neither lose nor duplicate a change."""
+or repeated broker message can neither lose nor duplicate a change. A user's local
+subscriptions share one broker subscription and their reads (subscriptions.hub)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from subscriptions.broker import Broker, Subscriber
-from subscriptions.changelog import LoggedChange, bounds, changes_since
-from subscriptions.changes import decode_wakeup, user_channel
+from subscriptions.broker import Broker
+from subscriptions.changelog import bounds
 from subscriptions.cursors import AHEAD_OF_LOG, EXPIRED_CURSOR, INVALID_CURSOR, decode_cursor
-
-READ_BATCH = 200
+from subscriptions.hub import Batch, Listener, LocalHubs, UserHub
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,34 +43,27 @@ async def starting_point(engine: AsyncEngine, user_id: int, cursor: str | None) 
 
 
 class UserStream:
-    def __init__(
-        self, user_id: int, start: Start, subscriber: Subscriber, engine: AsyncEngine
-    ) -> None:
+    def __init__(self, user_id: int, start: Start, hub: UserHub, listener: Listener) -> None:
         self.user_id = user_id
         self.start = start
-        self._subscriber = subscriber
-        self._engine = engine
+        self._hub = hub
+        self._listener = listener
 
-    async def read(self, after: int) -> list[LoggedChange]:
-        async with self._engine.connect() as connection:
-            return await changes_since(connection, self.user_id, after, READ_BATCH)
+    async def read(self, after: int) -> Batch:
+        """The user's changes after `after`, shared with the user's other local
+        subscriptions that read the same position after the same wake-up."""
+        return await self._hub.read(after)
 
     async def wait(self, after: int) -> None:
-        """Return when there may be changes after `after`: a wake-up for a newer change,
-        or a gap (broker reconnect, queue overflow) after which we must look."""
-        while True:
-            item = await self._subscriber.get()
-            if not isinstance(item, str):
-                return
-            change_id = decode_wakeup(item)
-            if change_id is None or change_id > after:
-                return
+        await self._listener.wait(after)
 
 
 class UpdateFeed:
+    """One per process (the app's runtime owns it): it holds the process's user hubs."""
+
     def __init__(self, broker: Broker, engine: AsyncEngine) -> None:
-        self._broker = broker
         self._engine = engine
+        self.hubs = LocalHubs(broker, engine)
 
     @asynccontextmanager
     async def open(self, user_id: int, cursor: str | None) -> AsyncIterator[UserStream]:
@@ -80,5 +72,5 @@ class UpdateFeed:
         nothing committed since the request can slip through, however long the
         subscription took to be confirmed."""
         start = await starting_point(self._engine, user_id, cursor)
-        async with self._broker.subscribe(user_channel(user_id)) as subscriber:
-            yield UserStream(user_id, start, subscriber, self._engine)
+        async with self.hubs.join(user_id) as (hub, listener):
+            yield UserStream(user_id, start, hub, listener)

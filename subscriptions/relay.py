@@ -33,6 +33,8 @@ SWEEP_INTERVAL = 2.0
 SWEEP_AGE = timedelta(seconds=5)
 SWEEP_BATCH = 500
 TRIM_INTERVAL = 60.0
+# At most this many commits are published in one go by the relay.
+RELAY_BATCH_COMMITS = 200
 
 
 class Relay:
@@ -111,12 +113,17 @@ class Relay:
 
     async def _run(self) -> None:
         while True:
-            changes = await self._queue.get()
+            # Whatever committed while the last publish was in flight goes out together:
+            # one PUBLISH per user and one UPDATE for all of it, however many commits.
+            batches = [await self._queue.get()]
+            while len(batches) < RELAY_BATCH_COMMITS and not self._queue.empty():
+                batches.append(self._queue.get_nowait())
             try:
-                await self._publish_with_retry(changes)
+                await self._publish_with_retry([c for batch in batches for c in batch])
             finally:
-                self._metrics.relay_pending_changes.dec(len(changes))
-                self._queue.task_done()
+                self._metrics.relay_pending_changes.dec(sum(len(batch) for batch in batches))
+                for _ in batches:
+                    self._queue.task_done()
 
     async def _publish_with_retry(self, changes: list[Change]) -> None:
         delay = 0.1

@@ -22,7 +22,6 @@ from schema import Context, build_schema
 from schema.errors import INTERNAL_SERVER_ERROR, QUERY_TOO_COMPLEX
 from schema.limits import QueryLimits
 from subscriptions.cursors import encode_cursor
-from subscriptions.feed import UpdateFeed
 from tests.live import live_server
 from tests.support import GraphQLClient
 from tests.ws_client import graphql_socket
@@ -143,7 +142,7 @@ async def test_subscription_event_errors_are_coded_and_masked(
             write_sessions=runtime.write_sessions,
             auth=runtime.authenticator,
             viewer_id=ann.pk,
-            feed=UpdateFeed(runtime.broker, runtime.engine),
+            feed=runtime.feed,
         )
         async with runtime.write_sessions() as session, session.begin():
             board = models.Board(name="Trigger", owner_id=ann.pk)

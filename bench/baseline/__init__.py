@@ -1,0 +1,1 @@
+"""The textbook implementation the benchmark compares against (see app.py)."""

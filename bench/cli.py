@@ -1,0 +1,261 @@
+"""`./bench/run [--quick] [--json PATH]`: the delivery benchmark, Commitcast against the
+textbook baseline in the same run. See bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.receivers import Pool
+from bench.targets import GROUPS, Target
+from bench.workloads import FULL, QUICK, Bench, Sizes
+
+DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def measure(
+    kind: str, pool: Pool, sizes: Sizes, pg: str, redis: str, results: dict[str, Any]
+) -> None:
+    """Run every workload against `kind`, filling `results` as figures come in (a
+    failure half-way keeps what was measured)."""
+    target = Target(kind, pg, redis, free_port())
+    results["server_log"] = str(Path(tempfile.gettempdir()) / f"{target.database}.log")
+    await target.create_database()
+    try:
+        await target.start()
+        await target.seed()
+        bench = Bench(target, pool, sizes)
+        pairs = [f"pair{i}" for i in range(GROUPS)]
+        crowd = [f"crowd{i}" for i in range(sizes.crowd_users)]
+
+        log(f"{kind}: mutation latency, real-time on, nobody subscribed")
+        results["mutation_latency_no_subscribers"] = await bench.mutation_latency("solo")
+
+        log(f"{kind}: one user, 1 subscription")
+        await bench.open_live("solo", bench.specs(["solo"], 1), ["solo"])
+        sql = {"1": await bench.statements_per_change("solo", "solo")}
+        results["latency_1_sub"] = await bench.latency(
+            "solo", bench.specs(["solo"], 1), ["solo"], sizes.rate_low
+        )
+        results["mutation_latency_realtime_on"] = await bench.mutation_latency("solo")
+
+        log(f"{kind}: one user, 10 then 100 subscriptions")
+        await bench.open_live("solo", bench.specs(["solo"], 9), ["solo"])
+        sql["10"] = await bench.statements_per_change("solo", "solo")
+        await bench.open_live("solo", bench.specs(["solo"], 90), ["solo"])
+        sql["100"] = await bench.statements_per_change("solo", "solo")
+        results["sql_statements_per_change"] = sql
+        results["latency_100_subs_one_user"] = await bench.latency(
+            "solo", bench.specs(["solo"], 100), ["solo"], sizes.rate_low
+        )
+        results["saturation_100_subs_one_user"] = await bench.saturation(
+            "solo", "solo", sizes.saturation_rate_one_user
+        )
+        await pool.close("solo")
+
+        n = GROUPS * sizes.pairs_per_user
+        log(f"{kind}: {n} subscriptions over {GROUPS} users")
+        specs = bench.specs(pairs, sizes.pairs_per_user)
+        await bench.open_live("pairs", specs, pairs)
+        results["latency_many_subs"] = await bench.latency("pairs", specs, pairs, sizes.rate_high)
+        results["saturation_subs_over_100_users_one_board"] = await bench.saturation(
+            "pairs", "team", sizes.saturation_rate_board
+        )
+        results["saturation_subs_over_100_users_one_board"]["subscriptions"] = n
+        await pool.close("pairs")
+
+        log(f"{kind}: memory per idle subscribed connection")
+        results["memory"] = await bench.memory()
+
+        log(f"{kind}: {len(crowd)} members of one board")
+        try:
+            await bench.open_live("crowd", bench.specs(crowd, 1), ["crowd"])
+            results["saturation_members_of_one_board"] = await bench.saturation(
+                "crowd", "crowd", sizes.saturation_rate_board
+            )
+            results["saturation_members_of_one_board"]["subscriptions"] = len(crowd)
+        except Exception as exc:
+            # The heaviest workload: record its failure, measure the rest.
+            log(f"{kind}: members of one board failed: {exc}")
+            results["saturation_members_of_one_board"] = {"error": str(exc)}
+        await pool.close("crowd")
+        await target.stop()
+
+        log(f"{kind}: mutation latency with real-time off")
+        await target.start(realtime=False)
+        results["mutation_latency_realtime_off"] = await bench.mutation_latency("solo")
+    finally:
+        await target.stop()
+        await target.close()
+        await target.drop_database()
+
+
+def ratio(ours: float | None, baseline: float | None) -> float | None:
+    if ours is None or baseline is None or baseline == 0:
+        return None
+    return round(ours / baseline, 2)
+
+
+ROWS: list[tuple[str, str, str, str]] = [
+    # (label, workload, field, unit)
+    ("latency p50, 1 sub @ low rate", "latency_1_sub", "p50_ms", "ms"),
+    ("latency p99, 1 sub @ low rate", "latency_1_sub", "p99_ms", "ms"),
+    ("latency p99.9, 1 sub @ low rate", "latency_1_sub", "p999_ms", "ms"),
+    ("latency p50, 100 subs/1 user @ low rate", "latency_100_subs_one_user", "p50_ms", "ms"),
+    ("latency p99, 100 subs/1 user @ low rate", "latency_100_subs_one_user", "p99_ms", "ms"),
+    ("latency p99.9, 100 subs/1 user @ low rate", "latency_100_subs_one_user", "p999_ms", "ms"),
+    ("  missing final states", "latency_100_subs_one_user", "missing_final_states", ""),
+    ("latency p50, many subs @ high rate", "latency_many_subs", "p50_ms", "ms"),
+    ("latency p99, many subs @ high rate", "latency_many_subs", "p99_ms", "ms"),
+    ("latency p99.9, many subs @ high rate", "latency_many_subs", "p999_ms", "ms"),
+    ("  missing final states", "latency_many_subs", "missing_final_states", ""),
+    ("delivered/s, 100 subs of 1 user", "saturation_100_subs_one_user", "updates_per_s", "/s"),
+    ("  failed mutations", "saturation_100_subs_one_user", "failed_mutations", ""),
+    (
+        "delivered/s, subs over 100 users",
+        "saturation_subs_over_100_users_one_board",
+        "updates_per_s",
+        "/s",
+    ),
+    ("delivered/s, members of 1 board", "saturation_members_of_one_board", "updates_per_s", "/s"),
+    ("memory per idle subscription", "memory", "kib_per_connection", "KiB"),
+    ("SQL statements per change, 1 sub", "sql_statements_per_change", "1", ""),
+    ("SQL statements per change, 10 subs", "sql_statements_per_change", "10", ""),
+    ("SQL statements per change, 100 subs", "sql_statements_per_change", "100", ""),
+    ("mutation p50, real-time on", "mutation_latency_realtime_on", "p50_ms", "ms"),
+    ("mutation p50, on, nobody subscribed", "mutation_latency_no_subscribers", "p50_ms", "ms"),
+    ("mutation p50, real-time off", "mutation_latency_realtime_off", "p50_ms", "ms"),
+    ("mutation p99, real-time on", "mutation_latency_realtime_on", "p99_ms", "ms"),
+    ("mutation p99, real-time off", "mutation_latency_realtime_off", "p99_ms", "ms"),
+]
+
+
+def value(results: dict[str, Any], workload: str, field: str) -> Any:
+    return (results.get(workload) or {}).get(field)
+
+
+def table(report: dict[str, Any]) -> str:
+    ours, base = report["ours"], report["baseline"]
+    lines = [f"{'figure':<44} {'ours':>11} {'baseline':>11} {'ours/base':>10}", "-" * 79]
+    for label, workload, field, unit in ROWS:
+        a, b = value(ours, workload, field), value(base, workload, field)
+        shown = [
+            "-" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v)) + unit
+            for v in (a, b)
+        ]
+        r = ratio(a, b) if isinstance(a, int | float) and isinstance(b, int | float) else None
+        lines.append(f"{label:<44} {shown[0]:>11} {shown[1]:>11} {'-' if r is None else r:>10}")
+    lines.append("-" * 79)
+    for kind in ("ours", "baseline"):
+        shares = [
+            f"{name}: server {w.get('server_cpu_share')} client {w.get('client_cpu_share')}"
+            for name, w in report[kind].items()
+            if isinstance(w, dict) and "client_cpu_share" in w
+        ]
+        lines.append(f"CPU shares ({kind}, cores busy): " + "; ".join(shares))
+    return "\n".join(lines)
+
+
+def targets(report: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets, judged on this run's figures."""
+    ours, base = report["ours"], report["baseline"]
+    sat = value(ours, "saturation_100_subs_one_user", "updates_per_s") or 0
+    sat_base = value(base, "saturation_100_subs_one_user", "updates_per_s") or 0
+    sql = ours.get("sql_statements_per_change", {})
+    on = value(ours, "mutation_latency_realtime_on", "p50_ms")
+    off = value(ours, "mutation_latency_realtime_off", "p50_ms")
+    p99_low = value(ours, "latency_100_subs_one_user", "p99_ms")
+    p99_high = value(ours, "latency_many_subs", "p99_ms")
+    return {
+        "delivered_10x_baseline": bool(sat_base) and sat >= 10 * sat_base,
+        "delivered_at_least_5000_per_s": sat >= 5000,
+        "p99_le_50ms_100_subs_low_rate": p99_low is not None
+        and p99_low <= 50
+        and value(ours, "latency_100_subs_one_user", "missing_final_states") == 0,
+        "p99_le_50ms_many_subs_high_rate": p99_high is not None
+        and p99_high <= 50
+        and value(ours, "latency_many_subs", "missing_final_states") == 0,
+        "memory_le_20_kib": (value(ours, "memory", "kib_per_connection") or 1e9) <= 20,
+        "sql_constant_in_local_subscribers": bool(sql) and len(set(sql.values())) == 1,
+        "realtime_adds_le_10_percent": on is not None and off is not None and on <= 1.1 * off,
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = QUICK if args.quick else FULL
+    pool = Pool(args.receivers)
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "meta": {
+            "mode": "quick" if args.quick else "full",
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": platform.node(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+            "receiver_processes": args.receivers,
+            "sizes": sizes.__dict__,
+        }
+    }
+    try:
+        for kind in args.targets:
+            report[kind] = {}
+            try:
+                await measure(kind, pool, sizes, args.postgres, args.redis, report[kind])
+            except Exception as exc:
+                # Keep what was measured, and the other target's figures; say what failed.
+                log(f"{kind} failed: {type(exc).__name__}: {exc}")
+                report[kind]["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        await pool.stop()
+    report["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    report["meta"]["load_average_at_end"] = os.getloadavg()
+    if "ours" in report and "baseline" in report:
+        report["targets"] = targets(report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="./bench/run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke run (< 2 minutes)")
+    parser.add_argument("--json", default="bench/results.json", help="where to write the JSON")
+    parser.add_argument("--receivers", type=int, default=4, help="receiver processes")
+    parser.add_argument(
+        "--targets", nargs="+", default=["ours", "baseline"], choices=["ours", "baseline"]
+    )
+    parser.add_argument(
+        "--postgres", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
+    )
+    parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
+    args = parser.parse_args(argv)
+    report = asyncio.run(main_async(args))
+    with open(args.json, "w") as out:
+        json.dump(report, out, indent=2)
+    if "ours" in report and "baseline" in report:
+        print(table(report))
+        print("targets met:", json.dumps(report["targets"], indent=2))
+    else:
+        print(json.dumps(report, indent=2))
+    print(f"JSON: {args.json} ({report['meta']['seconds']} s)")
+    return 0

@@ -1,0 +1,100 @@
+"""Run one benchmark target as a server process: `python -m bench.serve ours|baseline`.
+
+The same uvicorn settings as `python -m app` (uvloop and httptools when installed,
+websockets-sansio, no per-message compression). Besides the app, `GET /__bench/stats`
+answers `{"statements": n, "pid": p}`: the number of SQL statements this process has
+sent (an SQLAlchemy event on every engine), which is how the benchmark measures
+statements per change.
+
+`--no-realtime` runs the target with real-time off, for the mutation-latency
+comparison: Commitcast without change capture (no change log, no relay), the baseline
+without publishing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+import uvicorn
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+STATS_PATH = "/__bench/stats"
+
+
+class Statements:
+    count = 0
+
+    @classmethod
+    def install(cls) -> None:
+        def counted(*_args: Any) -> None:
+            cls.count += 1
+
+        event.listen(Engine, "before_cursor_execute", counted)
+
+
+class WithStats:
+    """The app, plus STATS_PATH."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == STATS_PATH:
+            body = json.dumps({"statements": Statements.count, "pid": os.getpid()}).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def ours(realtime: bool) -> Any:
+    import app.runtime
+    from app.asgi import create_app
+    from app.settings import Settings
+
+    if not realtime:
+        # Sessions without change capture: no change log rows, nothing to relay.
+        app.runtime.CapturingSession = Session  # type: ignore[misc,assignment]
+    return create_app(Settings.from_env())
+
+
+def baseline(realtime: bool) -> Any:
+    from bench.baseline.app import create_app
+
+    os.environ["BENCH_REALTIME"] = "1" if realtime else "0"
+    return create_app()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.serve")
+    parser.add_argument("target", choices=["ours", "baseline"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--no-realtime", action="store_true")
+    args = parser.parse_args()
+    Statements.install()
+    factory = ours if args.target == "ours" else baseline
+    uvicorn.run(
+        WithStats(factory(not args.no_realtime)),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        backlog=8192,
+        timeout_keep_alive=120,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""The measurements, each run the same way against either target."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.receivers import Pool, SocketSpec
+from bench.targets import Target
+
+DRAIN_TIMEOUT = 15.0
+LIVE_TIMEOUT = 120.0
+PROBE_WAIT = 10.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    latency_seconds: float
+    saturation_seconds: float
+    memory_steps: tuple[int, ...]
+    sql_changes: int
+    mutations: int
+    # Sockets per user of the 100 `pairs` users, and how many `crowd` users connect.
+    pairs_per_user: int
+    crowd_users: int
+    # Offered mutation rates (per second).
+    rate_low: float = 20.0
+    rate_high: float = 200.0
+    saturation_rate_one_user: float = 60.0
+    saturation_rate_board: float = 8.0
+
+
+QUICK = Sizes(
+    latency_seconds=2,
+    saturation_seconds=2,
+    memory_steps=(0, 100, 200),
+    sql_changes=3,
+    mutations=30,
+    pairs_per_user=1,
+    crowd_users=50,
+    rate_high=50.0,
+)
+FULL = Sizes(
+    latency_seconds=15,
+    saturation_seconds=10,
+    memory_steps=(0, 1000, 2000, 3000, 4000, 5000),
+    sql_changes=10,
+    mutations=200,
+    pairs_per_user=10,
+    crowd_users=1000,
+)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 2)
+
+
+class Bench:
+    def __init__(self, target: Target, pool: Pool, sizes: Sizes) -> None:
+        self.target = target
+        self.pool = pool
+        self.sizes = sizes
+        self._titles = itertools.count()
+        self.failures: list[str] = []
+        self.achieved_rate = 0.0
+        self._cursor: dict[str, itertools.cycle[str]] = {}
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def specs(self, users: list[str], per_user: int) -> list[SocketSpec]:
+        tokens = self.target.population.tokens
+        return [
+            SocketSpec(self.target.ws_url, tokens[u], self.boards_of(u))
+            for u in users
+            for _ in range(per_user)
+        ]
+
+    @staticmethod
+    def boards_of(user: str) -> tuple[str, ...]:
+        if user.startswith("pair"):
+            return (user, "team")
+        return (user,) if user == "solo" else ("crowd",)
+
+    def next_card(self, board: str) -> str:
+        cycle = self._cursor.get(board)
+        if cycle is None:
+            cycle = self._cursor[board] = itertools.cycle(
+                self.target.population.boards[board].cards
+            )
+        return next(cycle)
+
+    @staticmethod
+    def owner(board: str) -> str:
+        return {"team": "pair0", "crowd": "crowd0"}.get(board, board)
+
+    async def open_live(self, label: str, specs: list[SocketSpec], groups: list[str]) -> None:
+        """Open the sockets, then change a card of each group until every socket has
+        received such a change: from then on its subscription is live. (A subscription
+        starts at the log's head when the server gets to it, so a change committed
+        before that is not for it: probe again.)"""
+        await self.pool.open(label, specs)
+        deadline = time.monotonic() + LIVE_TIMEOUT
+        while True:
+            expected: dict[str, dict[str, int]] = {}
+            for group in groups:
+                card, version = await self._probe(group)
+                expected[group] = {card: version}
+            missing = await self.pool.wait_for([label], expected, PROBE_WAIT)
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{label}: {missing} sockets never went live")
+
+    async def _probe(self, group: str) -> tuple[str, int]:
+        for attempt in range(5):
+            try:
+                card, version, _ = await self.target.mutate(
+                    self.owner(group), self.next_card(group), f"probe {next(self._titles)}"
+                )
+                return card, version
+            except RuntimeError:
+                # Still digesting the previous workload's backlog: try again.
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(2)
+        raise AssertionError("unreachable")
+
+    async def open_loop(
+        self, boards: list[str], rate: float, seconds: float
+    ) -> tuple[dict[str, dict[str, int]], list[float]]:
+        """Mutations at a fixed rate (open loop: a slow answer does not slow the next
+        one), round-robin over the boards' cards. Returns the newest version per card,
+        per board, and each mutation's duration."""
+        expected: dict[str, dict[str, int]] = {b: {} for b in boards}
+        durations: list[float] = []
+        tasks: list[asyncio.Task[None]] = []
+        boards_cycle = itertools.cycle(boards)
+
+        async def one(board: str) -> None:
+            try:
+                card, version, took = await self.target.mutate(
+                    self.owner(board), self.next_card(board), f"m{next(self._titles)}"
+                )
+            except Exception as exc:
+                # An overloaded server may fail a mutation (e.g. no pooled connection
+                # within 30 s): count it, and keep the run going.
+                self.failures.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+                return
+            durations.append(took)
+            known = expected[board].get(card, 0)
+            expected[board][card] = max(known, version)
+
+        started = time.perf_counter()
+        count = int(rate * seconds)
+        for n in range(count):
+            delay = started + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(next(boards_cycle))))
+        await asyncio.gather(*tasks)
+        self.achieved_rate = round(len(durations) / (time.perf_counter() - started), 1)
+        return expected, durations
+
+    # -- workloads ----------------------------------------------------------------------
+
+    async def latency(
+        self, label: str, specs: list[SocketSpec], boards: list[str], rate: float
+    ) -> dict[str, Any]:
+        await self.pool.reset()
+        self.failures = []
+        cpu_before = self.target.cpu_seconds()
+        started = time.perf_counter()
+        expected, durations = await self.open_loop(boards, rate, self.sizes.latency_seconds)
+        missing = await self.pool.wait_for([label], expected, DRAIN_TIMEOUT)
+        wall = time.perf_counter() - started
+        received, latencies, client_cpu = await self.pool.collect(latencies=True)
+        return {
+            "subscriptions": len(specs),
+            "rate": rate,
+            "achieved_rate": self.achieved_rate,
+            "mutations": len(durations),
+            "failed_mutations": len(self.failures),
+            "failure_example": self.failures[0] if self.failures else None,
+            "received": received,
+            "missing_final_states": missing,
+            "p50_ms": ms(percentile(latencies, 50)),
+            "p99_ms": ms(percentile(latencies, 99)),
+            "p999_ms": ms(percentile(latencies, 99.9)),
+            "max_ms": ms(max(latencies) if latencies else None),
+            "server_cpu_share": round((self.target.cpu_seconds() - cpu_before) / wall, 3),
+            "client_cpu_share": round(client_cpu / wall, 3),
+        }
+
+    async def saturation(self, label: str, board: str, rate: float) -> dict[str, Any]:
+        """Offer more than the server can deliver; count what arrives in the window."""
+        await self.pool.reset()
+        self.failures = []
+        cpu_before = self.target.cpu_seconds()
+        started = time.perf_counter()
+        expected, durations = await self.open_loop([board], rate, self.sizes.saturation_seconds)
+        window = time.perf_counter() - started
+        received, _, client_cpu = await self.pool.collect()
+        server_cpu = self.target.cpu_seconds() - cpu_before
+        # Let the backlog drain before the next workload (not counted).
+        await self.pool.wait_for([label], expected, DRAIN_TIMEOUT)
+        return {
+            "mutations": len(durations),
+            "failed_mutations": len(self.failures),
+            "failure_example": self.failures[0] if self.failures else None,
+            "offered_rate": rate,
+            "achieved_rate": self.achieved_rate,
+            "mutation_p50_ms": ms(percentile(durations, 50)),
+            "delivered": received,
+            "window_s": round(window, 2),
+            "updates_per_s": round(received / window, 1),
+            "server_cpu_share": round(server_cpu / window, 3),
+            "client_cpu_share": round(client_cpu / window, 3),
+        }
+
+    async def statements_per_change(self, label: str, board: str) -> float:
+        changes = self.sizes.sql_changes
+        before = await self.target.statements()
+        for _ in range(changes):
+            card, version, _ = await self.target.mutate(
+                self.owner(board), self.next_card(board), f"s{next(self._titles)}"
+            )
+            missing = await self.pool.wait_for([label], {board: {card: version}}, DRAIN_TIMEOUT)
+            if missing:
+                raise RuntimeError(f"{label}: {missing} sockets missed a change")
+        # (The stats request itself runs no SQL.)
+        return round((await self.target.statements() - before) / changes, 2)
+
+    async def mutation_latency(self, board: str) -> dict[str, Any]:
+        durations = []
+        for _ in range(self.sizes.mutations):
+            _, _, took = await self.target.mutate(
+                self.owner(board), self.next_card(board), f"l{next(self._titles)}"
+            )
+            durations.append(took)
+        return {
+            "mutations": len(durations),
+            "p50_ms": ms(percentile(durations, 50)),
+            "p99_ms": ms(percentile(durations, 99)),
+            "mean_ms": ms(statistics.fmean(durations)),
+        }
+
+    async def memory(self) -> dict[str, Any]:
+        """RSS of the server with 0, ..., N idle subscribed connections (spread over the
+        crowd's users), and the least-squares slope."""
+        points: list[tuple[int, int]] = []
+        crowd = [f"crowd{i}" for i in range(1000)]
+        opened = 0
+        for step in self.sizes.memory_steps:
+            if step > opened:
+                users = [crowd[i % len(crowd)] for i in range(opened, step)]
+                await self.pool.open("idle", self.specs(users, 1))
+                opened = step
+            await asyncio.sleep(1.0)  # let the server settle (nothing to await on)
+            points.append((opened, self.target.rss_kib()))
+        await self.pool.close("idle")
+        xs = [p[0] for p in points]
+        ys = [p[1] for p in points]
+        mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum(
+            (x - mean_x) ** 2 for x in xs
+        )
+        return {"points": points, "kib_per_connection": round(slope, 2)}

@@ -1,0 +1,108 @@
+"""A change costs the database the same whatever the number of local subscriptions of
+one user (issue 7): the user's subscriptions in a process share one log read per
+wake-up and one reload of each record, as that viewer (subscriptions.hub,
+schema.shared_reads).
+
+Every SQL statement the server process runs is counted (an SQLAlchemy event on its
+engine) while a card is updated and until every subscription has delivered the update:
+with one subscription, and with twenty subscriptions on twenty sockets of the same
+user. The relay's own statements (publishing, sweeping) are left out: they are per
+change by construction. The counts must be equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
+from typing import Any
+
+from sqlalchemy import event
+
+from tests.realtime_support import Realtime
+from tests.support import Account
+from tests.ws_client import UPDATES, GraphQLSocket, graphql_socket
+
+CHANGES = 3
+MANY = 20
+
+
+class StatementCounter:
+    def __init__(self) -> None:
+        self.count = 0
+        self.statements: list[str] = []
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if conn.get_execution_options().get("logging_token") == "relay":
+            return
+        self.count += 1
+        self.statements.append(statement.split("\n")[0][:80])
+
+
+@contextmanager
+def counting(realtime: Realtime) -> Iterator[StatementCounter]:
+    engine = realtime.server.runtime.engine.sync_engine
+    counter = StatementCounter()
+    event.listen(engine, "before_cursor_execute", counter)
+    try:
+        yield counter
+    finally:
+        event.remove(engine, "before_cursor_execute", counter)
+
+
+async def rename(realtime: Realtime, ann: Account, card: str, title: str) -> None:
+    await realtime.api.data(
+        "mutation($i: UpdateCardInput!) { updateCard(input: $i) { id } }",
+        {"i": {"id": card, "title": title}},
+        token=ann.token,
+    )
+
+
+async def until_title(socket: GraphQLSocket, card: str, title: str) -> None:
+    while True:
+        update = await socket.next_update()
+        node = update.get("node") or {}
+        if update["id"] == card and node.get("title") == title:
+            return
+
+
+async def statements_per_change(
+    realtime: Realtime, ann: Account, card: str, subscriptions: int
+) -> tuple[float, list[str]]:
+    async with AsyncExitStack() as stack:
+        sockets = [
+            await stack.enter_async_context(graphql_socket(realtime.server.ws_url, ann.token))
+            for _ in range(subscriptions)
+        ]
+        for socket in sockets:
+            await socket.subscribe(UPDATES)
+        # Every subscription is live once it delivered this first change.
+        await rename(realtime, ann, card, f"live {subscriptions}")
+        await asyncio.gather(*(until_title(s, card, f"live {subscriptions}") for s in sockets))
+        await realtime.server.runtime.relay.idle()
+
+        with counting(realtime) as counter:
+            for n in range(CHANGES):
+                title = f"{subscriptions} subscriptions, change {n}"
+                await rename(realtime, ann, card, title)
+                await asyncio.gather(*(until_title(s, card, title) for s in sockets))
+                await realtime.server.runtime.relay.idle()
+        return counter.count / CHANGES, counter.statements
+
+
+async def test_statements_per_change_do_not_grow_with_local_subscriptions(
+    realtime: Realtime,
+) -> None:
+    ann = await realtime.api.account("Ann")
+    board = await realtime.api.board(ann)
+    card = await realtime.api.card(ann, board)
+
+    one, one_statements = await statements_per_change(realtime, ann, card, 1)
+    many, many_statements = await statements_per_change(realtime, ann, card, MANY)
+
+    # The mutation itself and one delivery's reads: a handful, not one set per socket.
+    assert one <= 20, one_statements
+    assert many == one, (
+        f"{one} statements per change with 1 subscription, {many} with {MANY}:\n"
+        + "\n".join(many_statements)
+    )
