@@ -68,7 +68,10 @@ async def test_a_subscriber_on_one_process_receives_mutations_made_through_anoth
 
             ws_url = one.base_url.replace("http://", "ws://") + "/graphql"
             async with graphql_socket(ws_url, bob_token) as socket:
-                await socket.subscribe(UPDATES)
+                # A cursor that cannot be served answers RESYNC at once: proof that the
+                # subscription's starting point is fixed before the card is created.
+                await socket.subscribe(UPDATES, {"after": "not-a-cursor"})
+                assert (await socket.next_update())["op"] == "RESYNC"
                 created = await gql(
                     via_two,
                     'mutation($b: ID!) { createCard(input: {boardId: $b, title: "Hello"}) { id } }',
