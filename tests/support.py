@@ -135,3 +135,16 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: fl
                 await asyncio.sleep(0.02)
     except TimeoutError:
         pytest.fail(f"timed out after {within} s waiting for {what}")
+
+
+async def subscriptions_live(runtime: Runtime, users: int, within: float = 10.0) -> None:
+    """Wait until `users` users have a live `userUpdates` on this process. A subscription
+    without `after` starts at the log's head when the server runs it, not when the client
+    sends it: a change committed in between would not be in it."""
+    hubs = runtime.feed.hubs
+
+    async def live() -> bool:
+        # A user's hub exists once their subscription's starting point is fixed.
+        return len(hubs) >= users
+
+    await eventually(live, f"{users} live subscription(s)", within)

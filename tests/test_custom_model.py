@@ -20,7 +20,7 @@ from schema.ids import decode_typed_id, encode_id
 from schema.nodes import forget_node_type
 from schema.types import Node
 from tests.live import live_server
-from tests.support import GraphQLClient
+from tests.support import GraphQLClient, subscriptions_live
 from tests.ws_client import graphql_socket
 
 
@@ -88,6 +88,7 @@ async def test_a_custom_model_is_pushed_and_resolvable_like_the_built_in_ones(
         ):
             await bob_socket.subscribe(SUBSCRIPTION)
             await eve_socket.subscribe(SUBSCRIPTION)
+            await subscriptions_live(server.runtime, users=2)
             async with server.runtime.write_sessions() as session, session.begin():
                 label = Label(board_id=board_pk, name="urgent")
                 session.add(label)

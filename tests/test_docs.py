@@ -8,7 +8,7 @@ from pathlib import Path
 
 from app.settings import ENVIRONMENT_VARIABLES
 from tests.realtime_support import Realtime
-from tests.support import eventually
+from tests.support import subscriptions_live
 from tests.ws_client import graphql_socket
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,13 +65,7 @@ async def test_readme_tour_runs_as_written(realtime: Realtime) -> None:
 
     async with graphql_socket(realtime.server.ws_url, token, key="Authorization") as socket:
         await socket.subscribe(watch)
-        hubs = realtime.server.runtime.feed.hubs
-
-        async def live() -> bool:
-            # A user's hub exists once the subscription's starting point is fixed.
-            return len(hubs) > 0
-
-        await eventually(live, "the subscription to be live")
+        await subscriptions_live(realtime.server.runtime, users=1)
         mark_done = re.search(r"\(`(mutation \{ updateCard.*?)`\)", README, flags=re.DOTALL)
         assert mark_done is not None
         await api.data(mark_done.group(1).replace("<card id>", card_id), token=token)

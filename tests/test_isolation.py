@@ -9,7 +9,7 @@ import httpx
 
 from app.settings import Settings
 from tests.live import live_server
-from tests.support import GraphQLClient
+from tests.support import GraphQLClient, subscriptions_live
 from tests.ws_client import UPDATES, graphql_socket
 
 
@@ -40,6 +40,7 @@ async def test_two_deployments_on_one_redis_do_not_cross_talk(
 
         async with graphql_socket(servers[0].ws_url, ann.token) as socket:
             await socket.subscribe(UPDATES)
+            await subscriptions_live(servers[0].runtime, users=1)
             # Zed, user 1 of the other deployment, makes and deletes board 1 over there.
             zed_board = await api_b.board(zed, "Zed's")
             assert zed_board == ann_board, "same global id in both deployments"
