@@ -71,10 +71,12 @@ async def test_a_foreign_origin_is_refused_at_the_handshake(server: LiveServer) 
     same_origin = server.http_url  # http://127.0.0.1:PORT, the Host the client sends
     # One user each: a closed socket's slot is freed a moment after the close.
     for name, origin in (("Listed", LISTED_ORIGIN), ("Same", same_origin), ("Native", None)):
+        # Signed up first: the socket must send connection_init within the 0.5 s timeout.
+        bearer = f"Bearer {await token(server, name)}"
         connection = await open_socket(server, origin=origin)
         async with connection:
             socket = GraphQLSocket(connection, TRANSPORT_WS)
-            ack = await socket.init({"authorization": f"Bearer {await token(server, name)}"})
+            ack = await socket.init({"authorization": bearer})
             assert ack["type"] == "connection_ack", origin
         # (None: no Origin header at all, as mobile and server clients connect)
 
