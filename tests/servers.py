@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,3 +123,20 @@ def running_server(*, env: Mapping[str, str], cwd: Path) -> Iterator[Server]:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=SHUTDOWN_TIMEOUT_SECONDS)
+
+
+@contextmanager
+def running_servers(
+    *, env: Mapping[str, str], workdir: Path, names: tuple[str, ...] = ("one", "two")
+) -> Iterator[list[Server]]:
+    """Several `python -m app` processes sharing `env` (a database and a broker), each in
+    its own directory under `workdir`, all healthy before this returns."""
+    with ExitStack() as stack:
+        servers = []
+        for name in names:
+            directory = workdir / name
+            directory.mkdir()
+            servers.append(stack.enter_context(running_server(env=env, cwd=directory)))
+        for server in servers:
+            server.wait_until_healthy()
+        yield servers

@@ -7,25 +7,30 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import func, select
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import connect
 
 from app.auth import TokenClaims
 from app.settings import DEVELOPMENT_SECRET_KEY, Settings
 from models import token_revocations
 from schema.errors import UNAUTHENTICATED
 from tests.live import LiveServer, live_server
-from tests.servers import app_environment, running_server
+from tests.servers import app_environment, running_servers
 from tests.support import GraphQLClient
 from tests.team import signed_token
 from tests.test_scale_out import SIGN_UP, gql
-from tests.ws_client import LEGACY_WS, TRANSPORT_WS, UPDATES, GraphQLSocket, graphql_socket
+from tests.ws_client import (
+    LEGACY_WS,
+    TRANSPORT_WS,
+    UPDATES,
+    GraphQLSocket,
+    close_code,
+    graphql_socket,
+)
 
 LOG_OUT = "mutation($all: Boolean!) { logOut(allSessions: $all) }"
 VIEWER = "{ viewer { id } }"
@@ -43,22 +48,12 @@ async def api(server: LiveServer) -> AsyncIterator[GraphQLClient]:
         yield GraphQLClient(http, server.runtime)
 
 
-async def closed_with(connection: ClientConnection, within: float) -> int | None:
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                await connection.recv()
-    except ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd else None
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 async def refused_at_init(url: str, token: str) -> int | None:
     async with connect(url, subprotocols=[TRANSPORT_WS], open_timeout=10) as connection:  # type: ignore[list-item]
         await GraphQLSocket(connection, TRANSPORT_WS).send(
             {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
         )
-        return await closed_with(connection, 5)
+        return await close_code(connection, 5)
 
 
 async def still_open(socket: GraphQLSocket) -> bool:
@@ -77,7 +72,7 @@ async def test_a_socket_is_closed_with_4403_when_its_token_expires(
     short_lived = signed_token(ann.pk, DEVELOPMENT_SECRET_KEY, expires_in=2)
     async with graphql_socket(server.ws_url, short_lived, protocol=protocol) as socket:
         await socket.subscribe(UPDATES)
-        assert await closed_with(socket.connection, 4) == 4403
+        assert await close_code(socket.connection, 4) == 4403
     # The client reconnects with a fresh token.
     async with graphql_socket(server.ws_url, ann.token, protocol=protocol) as socket:
         await socket.subscribe(UPDATES)
@@ -99,8 +94,8 @@ async def test_log_out_revokes_the_token_and_closes_its_sockets(
     ):
         assert (await api.data(LOG_OUT, {"all": False}, token=ann.token)) == {"logOut": True}
         logged_out = time.monotonic()
-        assert await closed_with(transport.connection, 1.0) == 4403
-        assert await closed_with(legacy.connection, 1.0) == 4403
+        assert await close_code(transport.connection, 1.0) == 4403
+        assert await close_code(legacy.connection, 1.0) == 4403
         assert time.monotonic() - logged_out < 1.0
         assert await still_open(other)  # another session of the same user
 
@@ -111,7 +106,7 @@ async def test_log_out_revokes_the_token_and_closes_its_sockets(
 
         # allSessions: every token issued so far, including the one it is sent with.
         await api.data(LOG_OUT, {"all": True}, token=other_session)
-        assert await closed_with(other.connection, 1.0) == 4403
+        assert await close_code(other.connection, 1.0) == 4403
     assert (await api.error(VIEWER, token=other_session))["extensions"]["code"] == UNAUTHENTICATED
     # Logging in again right away works.
     fresh = server.runtime.authenticator.issue_token(ann.pk)
@@ -145,14 +140,7 @@ async def test_log_out_closes_sockets_on_another_process_within_a_second(
     empty_postgres_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     env = app_environment(DATABASE_URL=empty_postgres_url, BROKER_URL=redis_url)
-    with ExitStack() as stack:
-        servers = []
-        for name in ("one", "two"):
-            workdir = tmp_path / name
-            workdir.mkdir()
-            servers.append(stack.enter_context(running_server(env=env, cwd=workdir)))
-        for server in servers:
-            server.wait_until_healthy()
+    with running_servers(env=env, workdir=tmp_path) as servers:
         one, two = servers
         async with httpx.AsyncClient(base_url=two.base_url, timeout=10) as via_two:
             signed_up = await gql(via_two, SIGN_UP, {"email": "ann@example.com", "name": "Ann"})
@@ -161,5 +149,5 @@ async def test_log_out_closes_sockets_on_another_process_within_a_second(
             async with graphql_socket(url_one, token) as socket:
                 await socket.subscribe(UPDATES)
                 assert await gql(via_two, LOG_OUT, {"all": False}, token) == {"logOut": True}
-                assert await closed_with(socket.connection, 1.0) == 4403
+                assert await close_code(socket.connection, 1.0) == 4403
             assert await refused_at_init(url_one, token) == 4403

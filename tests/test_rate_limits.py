@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from app.settings import Settings
 from models.database import create_engine
 from schema.errors import RATE_LIMITED, UNAUTHENTICATED
 from tests.live import live_server
-from tests.servers import app_environment, free_port, running_server
+from tests.servers import app_environment, free_port, running_servers
 from tests.support import PASSWORD, GraphQLClient, eventually, password_hash
 from tests.ws_client import graphql_socket
 
@@ -203,14 +202,7 @@ async def test_processes_behind_a_load_balancer_share_the_limits(
     finally:
         await engine.dispose()
     token = Authenticator(SECRET, 3600).issue_token(ann_pk)
-    with ExitStack() as stack:
-        servers = []
-        for name in ("one", "two"):
-            workdir = tmp_path / name
-            workdir.mkdir()
-            servers.append(stack.enter_context(running_server(env=env, cwd=workdir)))
-        for server in servers:
-            server.wait_until_healthy()
+    with running_servers(env=env, workdir=tmp_path) as servers:
         async with (
             httpx.AsyncClient(base_url=servers[0].base_url, timeout=10) as one,
             httpx.AsyncClient(base_url=servers[1].base_url, timeout=10) as two,

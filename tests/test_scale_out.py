@@ -3,12 +3,11 @@ receives what is committed through the other."""
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 
-from tests.servers import app_environment, running_server
+from tests.servers import app_environment, running_servers
 from tests.ws_client import UPDATES, graphql_socket
 
 SIGN_UP = """
@@ -36,15 +35,7 @@ async def test_a_subscriber_on_one_process_receives_mutations_made_through_anoth
     empty_postgres_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     env = app_environment(DATABASE_URL=empty_postgres_url, BROKER_URL=redis_url)
-    with ExitStack() as stack:
-        servers = []
-        for name in ("one", "two"):
-            workdir = tmp_path / name
-            workdir.mkdir()
-            server = stack.enter_context(running_server(env=env, cwd=workdir))
-            servers.append(server)
-        for server in servers:
-            server.wait_until_healthy()
+    with running_servers(env=env, workdir=tmp_path) as servers:
         one, two = servers
 
         async with (

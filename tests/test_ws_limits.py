@@ -4,7 +4,6 @@ and the caps on operations per connection and sockets per user."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -13,13 +12,20 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from app.settings import Settings
 from schema.errors import RATE_LIMITED
 from tests.live import LiveServer, live_server
 from tests.support import Account, GraphQLClient, eventually
-from tests.ws_client import LEGACY_WS, TRANSPORT_WS, UPDATES, GraphQLSocket, graphql_socket
+from tests.ws_client import (
+    LEGACY_WS,
+    TRANSPORT_WS,
+    UPDATES,
+    GraphQLSocket,
+    close_code,
+    graphql_socket,
+)
 
 LISTED_ORIGIN = "https://app.example.com"
 
@@ -35,17 +41,6 @@ async def server(sqlite_url: str) -> AsyncIterator[LiveServer]:
     )
     async with live_server(settings) as live:
         yield live
-
-
-async def close_code(connection: ClientConnection, within: float = 5.0) -> int | None:
-    """Read until the server closes the connection; the code it closed with."""
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                await connection.recv()
-    except ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd else None
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def open_socket(

@@ -10,10 +10,23 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
 TIMEOUT = 10.0
+
+
+async def close_code(connection: ClientConnection, within: float = 5.0) -> int | None:
+    """Read until the server closes the connection; the code it closed with."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                await connection.recv()
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+    raise AssertionError("unreachable")  # pragma: no cover
+
 
 UPDATES = """
 subscription($after: String) {
