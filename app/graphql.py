@@ -42,6 +42,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import ErrorMessage as 
 from strawberry.types.unset import UNSET, UnsetType
 
 from app.auth import TokenError
+from app.encoding import encode_json
 from app.http_policy import GraphQLHTTPPolicy
 from app.runtime import Runtime
 from app.streaming import (
@@ -206,6 +207,9 @@ class GraphQLView(GraphQLHTTPPolicy):
         )
         self.stream_transport_classes_by_protocol = stream_transports(heartbeat_seconds)
         self.open_streams = open_streams or OpenStreams()
+
+    def encode_json(self, data: object) -> str:
+        return encode_json(data)
 
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter

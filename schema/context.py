@@ -184,6 +184,13 @@ class Context:
         self._loaders = reads.acquire()
         self._shared = reads
 
+    def shared_derived(self) -> dict[object, Any] | None:
+        """While reading through shared loaders (share_reads): their `derived` dict,
+        for what the viewer's subscriptions derive from the same loads. None otherwise."""
+        if self._shared is None or self._loaders is None:
+            return None
+        return self._loaders.derived
+
     def _release_shared(self) -> None:
         if self._shared is not None:
             self._shared.release()

@@ -1,10 +1,86 @@
-"""The execution context: strawberry's, with graphql-core's per-event cache bounded."""
+"""The execution context: strawberry's, with graphql-core's per-event cache bounded, and
+one execution per event for identical subscriptions.
+
+Identical subscriptions (the same parsed document and operation, the same values for
+the variables their selections use, the same viewer) that receive the same event
+object would each execute the same selection set over it and serialize the same
+result. An event may offer a `shared_results` dict (the `userUpdates` event does: one
+object per change, per viewer, per shared read; schema.subscription): the first of them
+executes, the others take its result, and its JSON is encoded once (`EncodedOnce`) for
+every socket. Results with errors are never shared: each subscription executes those
+itself, so error handling (codes, logging) stays per operation.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import json
+from asyncio import get_running_loop as loop
+from collections.abc import Awaitable, Iterable
+from typing import Any, Protocol, cast
 
+from graphql import (
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    OperationDefinitionNode,
+    VariableNode,
+    Visitor,
+    visit,
+)
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+
+class EncodedOnce(dict[str, Any]):
+    """A result's `data`, shared by identical subscriptions: its JSON (compact, like
+    strawberry's encode_json) is computed once, for every socket that sends it."""
+
+    __slots__ = ("_json",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        self._json: str | None = None
+
+    @property
+    def json(self) -> str:
+        if self._json is None:
+            self._json = json.dumps(self, separators=(",", ":"))
+        return self._json
+
+
+class SharesResults(Protocol):
+    """An event whose execution results identical subscriptions may share."""
+
+    shared_results: dict[Any, Any]
+
+
+class _Variables(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def enter_variable(self, node: VariableNode, *_args: Any) -> None:
+        self.names.add(node.name.value)
+
+
+def result_variables(
+    operation: OperationDefinitionNode, fragments: Iterable[FragmentDefinitionNode]
+) -> set[str]:
+    """The variables an event's result can depend on: all of them except those used
+    only as arguments of the root field (they choose the event stream, `after:`; an
+    event's root field resolves to the event whatever they are)."""
+    found = _Variables()
+    for selection in operation.selection_set.selections:
+        if isinstance(selection, FieldNode):
+            for directive in selection.directives or ():
+                visit(directive, found)
+            if selection.selection_set is not None:
+                visit(selection.selection_set, found)
+        else:
+            visit(selection, found)
+    for fragment in fragments:
+        visit(fragment, found)
+    return found.names
 
 
 class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -12,9 +88,92 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
     shares the memo of collected subfields, keyed by the identity of lists built anew
     for each event: it grows by a few KiB per delivered update for as long as the
     subscription lives. Each event gets its own memo here (it still serves the lists
-    within that event, which is what it is for)."""
+    within that event, which is what it is for).
+
+    Events that share results (`SharesResults`) are executed once per group of
+    identical subscriptions (see the module's docstring)."""
+
+    # Set on per-event copies whose event shares results.
+    _shared_results: dict[Any, Any] | None = None
+    # The subscription's share key (computed once, on the subscription's executor).
+    _share_key: tuple[Any, ...] | None = None
 
     def build_per_event_executor(self, payload: Any) -> Any:
-        executor = super().build_per_event_executor(payload)
+        executor = cast(
+            "SubscriptionSafeExecutionContext", super().build_per_event_executor(payload)
+        )
         executor._relevant_sub_fields = {}
+        shared = getattr(payload, "shared_results", None)
+        if isinstance(shared, dict):
+            if self._share_key is None:
+                self._share_key = self._subscription_share_key()
+            executor._share_key = self._share_key
+            executor._shared_results = shared
         return executor
+
+    def _subscription_share_key(self) -> tuple[Any, ...]:
+        names = result_variables(self.operation, self.fragment_definitions.values())
+        coerced = self.variable_values.coerced
+        values = {name: coerced.get(name) for name in sorted(names)}
+        viewer = getattr(self.context_value, "viewer_id", None)
+        return (
+            id(self.operation),
+            viewer,
+            json.dumps(values, sort_keys=True, default=repr),
+        )
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        shared = self._shared_results
+        key = self._share_key
+        if shared is None or key is None:
+            return super().execute_operation(serially)
+        entry = shared.get(key)
+        # The operation is compared by identity too: an id is only unique among live
+        # objects.
+        if entry is not None and entry[0] is self.operation:
+            found = entry[1]
+            if isinstance(found, ExecutionResult):
+                return found
+            return self._after_first(found, serially)
+        result = super().execute_operation(serially)
+        if isinstance(result, ExecutionResult):
+            return self._keep(shared, key, result)
+        # (Subscriptions have no incremental results: an ExecutionResult or its awaitable.)
+        pending: asyncio.Future[ExecutionResult | None] = loop().create_future()
+        shared[key] = (self.operation, pending)
+        return self._first(shared, key, cast("Awaitable[ExecutionResult]", result), pending)
+
+    def _keep(self, shared: dict[Any, Any], key: Any, result: ExecutionResult) -> ExecutionResult:
+        if result.errors or not isinstance(result.data, dict):
+            shared.pop(key, None)
+            return result
+        kept = ExecutionResult(data=EncodedOnce(result.data), errors=None)
+        shared[key] = (self.operation, kept)
+        return kept
+
+    async def _first(
+        self,
+        shared: dict[Any, Any],
+        key: Any,
+        result: Awaitable[ExecutionResult],
+        pending: asyncio.Future[ExecutionResult | None],
+    ) -> ExecutionResult:
+        try:
+            kept = self._keep(shared, key, await result)
+        except BaseException:
+            shared.pop(key, None)
+            pending.set_result(None)  # the others execute for themselves
+            raise
+        pending.set_result(kept if isinstance(kept.data, EncodedOnce) else None)
+        return kept
+
+    async def _after_first(
+        self, pending: asyncio.Future[ExecutionResult | None], serially: bool | None
+    ) -> ExecutionResult:
+        found = await asyncio.shield(pending)
+        if isinstance(found, ExecutionResult) and isinstance(found.data, EncodedOnce):
+            return found
+        result = super().execute_operation(serially)
+        if isinstance(result, ExecutionResult):
+            return result
+        return await cast("Awaitable[ExecutionResult]", result)

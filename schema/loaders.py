@@ -28,6 +28,9 @@ class Loaders:
         self._run = run
         self._viewer_id = viewer_id
         self._records: dict[type[Any], DataLoader[int, Any]] = {}
+        # What the layers above derive from these loads, for everyone reading through
+        # them (schema.subscription: one update object per change).
+        self.derived: dict[object, Any] = {}
         self.user = self.record(User)
         self.board = self.record(Board)
         self.membership = self.record(Membership)

@@ -4,7 +4,9 @@ same types queries return, so client caches merge it by `__typename` + `id`."""
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from dataclasses import field
 from enum import Enum
+from typing import Any
 
 import strawberry
 
@@ -46,6 +48,9 @@ class UserUpdate:
         description="The record as the viewer sees it now; null for DELETED, RESYNC, or "
         "lost access."
     )
+    # Identical subscriptions that yield this same object execute it once
+    # (schema.execution): see `outcome`.
+    shared_results: strawberry.Private[dict[Any, Any]] = field(default_factory=dict)
 
 
 def resync(cursor: str) -> UserUpdate:
@@ -118,7 +123,19 @@ async def outcome(
     global_id = strawberry.ID(encode_id(change.typename, change.record_id))
 
     def update(op: ChangeOp, node: Node | None) -> UserUpdate:
-        return UserUpdate(cursor=cursor, op=op, typename=change.typename, id=global_id, node=node)
+        # Subscriptions reading through the same shared loaders (one viewer, one
+        # snapshot) that find the same node get the same object, so that identical
+        # ones execute and encode it once (schema.execution).
+        derived = ctx.shared_derived()
+        key = (UPDATE_KEY, change.id)
+        made = derived.get(key) if derived is not None else None
+        # (Nodes are value objects built from the loaded row: equal ones read the same.)
+        if isinstance(made, UserUpdate) and made.op is op and made.node == node:
+            return made
+        made = UserUpdate(cursor=cursor, op=op, typename=change.typename, id=global_id, node=node)
+        if derived is not None:
+            derived[key] = made
+        return made
 
     if change.op is CapturedOp.DELETED:
         return update(ChangeOp.DELETED, None)
@@ -147,6 +164,7 @@ def latest_changes(batch: Batch) -> list[LoggedChange]:
 
 
 LATEST_KEY = "schema.latest_per_record"
+UPDATE_KEY = "schema.user_update"
 
 
 @strawberry.type

@@ -1,0 +1,33 @@
+"""JSON for the transports: strawberry's compact encoding, except that a result shared
+by identical subscriptions (schema.execution.EncodedOnce) is spliced in as the JSON it
+was encoded to once, instead of being encoded again for every socket."""
+
+from __future__ import annotations
+
+import json
+
+from schema.execution import EncodedOnce
+
+SEPARATORS = (",", ":")
+
+
+def encode_json(message: object) -> str:
+    """json.dumps(message, separators=(",", ":")), the same text, faster for messages
+    whose last key is `payload` and whose payload is only a shared result's data (a
+    graphql-transport-ws / graphql-ws `next`/`data` message)."""
+    if isinstance(message, dict) and message:
+        payload = message.get("payload")
+        if (
+            isinstance(payload, dict)
+            and len(payload) == 1
+            and isinstance(payload.get("data"), EncodedOnce)
+            and next(reversed(message)) == "payload"
+        ):
+            head = json.dumps(
+                {key: value for key, value in message.items() if key != "payload"},
+                separators=SEPARATORS,
+            )
+            data: EncodedOnce = payload["data"]
+            spliced = '"payload":{"data":' + data.json + "}}"
+            return (head[:-1] + "," if len(head) > 2 else "{") + spliced
+    return json.dumps(message, separators=SEPARATORS)
