@@ -3,6 +3,7 @@ same types queries return, so client caches merge it by `__typename` + `id`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import field
 from enum import Enum
@@ -188,6 +189,9 @@ class Subscription:
             # Subscribed (and confirmed) before the log is read: whatever commits from
             # here on either is in the first read or wakes us up later.
             position = stream.start.position
+            # The task that sends this subscription's updates (cancelled by the access
+            # fence if one of them does not go out in time).
+            sender = asyncio.current_task()
             # A WebSocket checked this at connection_init; an HTTP stream (SSE,
             # multipart) has only its token, which may outlive its account. Checked
             # once the starting point is fixed, so it delays nothing that follows.
@@ -207,7 +211,9 @@ class Subscription:
                         # Held until the update has been sent: this generator resumes
                         # only once the transport has taken it.
                         with (
-                            ctx.access_fence.ticket(viewer_id, ctx.close_connection) as ticket,
+                            ctx.access_fence.ticket(
+                                viewer_id, ctx.close_connection, sender
+                            ) as ticket,
                             ctx.deliveries.delivering(viewer_id, change) as delivery,
                         ):
                             cursor = encode_cursor(viewer_id, change.id)

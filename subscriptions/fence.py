@@ -32,6 +32,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Any
 
 from subscriptions.broker import Broker
 
@@ -67,8 +68,15 @@ class AccessFence:
         have seen the memberships of every exclusion after C."""
         return self._clock
 
-    def ticket(self, user_id: int, on_abandon: Abandon | None = None) -> DeliveryTicket:
-        return DeliveryTicket(self, user_id, on_abandon)
+    def ticket(
+        self,
+        user_id: int,
+        on_abandon: Abandon | None = None,
+        holder: asyncio.Task[Any] | None = None,
+    ) -> DeliveryTicket:
+        """A ticket for one update to `user_id`, sent by the task `holder` (default: the
+        task that admits it; a subscription passes its own, looked up once)."""
+        return DeliveryTicket(self, user_id, on_abandon, holder)
 
     async def exclude(self, user_id: int) -> None:
         """Refuse deliveries to `user_id` read before now; wait for the admitted ones.
@@ -170,13 +178,33 @@ class AccessFence:
 class DeliveryTicket:
     """One update on its way to one viewer. Use as `with ticket:` around the yield."""
 
-    def __init__(self, fence: AccessFence, user_id: int, on_abandon: Abandon | None) -> None:
+    __slots__ = ("_done", "_fence", "_holder", "_on_abandon", "_released", "_started", "user_id")
+
+    def __init__(
+        self,
+        fence: AccessFence,
+        user_id: int,
+        on_abandon: Abandon | None,
+        holder: asyncio.Task[Any] | None = None,
+    ) -> None:
         self._fence = fence
         self.user_id = user_id
-        self.released = asyncio.Event()
         self._on_abandon = on_abandon
         self._started = 0
-        self._holder: asyncio.Task[object] | None = None
+        self._holder = holder
+        # One ticket per delivered update: its Event is made only when a removal has
+        # to wait for it (`released`).
+        self._released: asyncio.Event | None = None
+        self._done = True
+
+    @property
+    def released(self) -> asyncio.Event:
+        """Set while the ticket holds no admitted update."""
+        if self._released is None:
+            self._released = asyncio.Event()
+            if self._done:
+                self._released.set()
+        return self._released
 
     def start(self) -> None:
         """Call right before the reload."""
@@ -189,14 +217,19 @@ class DeliveryTicket:
         started = self._started if snapshot_clock is None else min(self._started, snapshot_clock)
         if not self._fence._admits(self.user_id, started):
             return False
-        self._holder = asyncio.current_task()
-        self.released.clear()
+        if self._holder is None:
+            self._holder = asyncio.current_task()
+        self._done = False
+        if self._released is not None:
+            self._released.clear()
         self._fence._hold(self)
         return True
 
     def release(self) -> None:
         self._fence._release(self)
-        self.released.set()
+        self._done = True
+        if self._released is not None:
+            self._released.set()
 
     def abandon(self) -> None:
         """Cancel the task that is sending this update (its bytes never go out) and
