@@ -261,6 +261,7 @@ class GraphQLView(GraphQLHTTPPolicy):
             auth_problem=problem,
             token=claims,
             access_fence=runtime.access_fence,
+            read_groups=runtime.read_groups,
             request=request,
             response=response,
             feed=runtime.feed,

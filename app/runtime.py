@@ -21,6 +21,7 @@ from models import deployment_id
 from models.database import create_engine, create_sessionmakers, is_sqlite
 from models.migrate import upgrade
 from schema.context import LOGINS_PER_EMAIL, MUTATIONS_PER_USER, SIGN_INS_PER_ADDRESS
+from schema.shared_reads import ReadGroups
 from subscriptions.broker import Broker, broker_from_url
 from subscriptions.capture import SINK_KEY, CapturingSession
 from subscriptions.feed import UpdateFeed
@@ -46,6 +47,9 @@ class Runtime:
     live_sockets: LiveSockets
     access_fence: AccessFence
     rate_limiter: RateLimiter
+    # The snapshot and loaders that subscriptions presenting changes at the same time
+    # share, whatever their viewer (schema.shared_reads).
+    read_groups: ReadGroups
 
 
 def _ensure_sqlite_directory(url: str) -> None:
@@ -121,4 +125,5 @@ async def open_runtime(
             live_sockets=live_sockets,
             access_fence=access_fence,
             rate_limiter=rate_limiter,
+            read_groups=ReadGroups(read_sessions, lambda: access_fence.clock),
         )

@@ -16,7 +16,7 @@ from strawberry.types import Info as StrawberryInfo
 
 from schema.errors import ConcurrentChange, rate_limited, unauthenticated
 from schema.loaders import Loaders, scalars
-from schema.shared_reads import SharedReads
+from schema.shared_reads import ReadGroups, SharedReads
 from subscriptions.delivery import DeliveryObserver
 from subscriptions.feed import UpdateFeed
 from subscriptions.fence import AccessFence
@@ -114,6 +114,9 @@ class Context:
     close_connection: Callable[[int, str], Awaitable[None]] | None = None
     # What this connection's subscriptions have sent, per record (see DeliveredVersions).
     delivered: DeliveredVersions = field(default_factory=lambda: DeliveredVersions())
+    # The process's shared reads for subscriptions (schema.shared_reads); None: each
+    # batch of changes gets its own.
+    read_groups: ReadGroups | None = None
     # Metrics and logs of what this connection's subscriptions deliver.
     deliveries: DeliveryObserver = field(default_factory=lambda: DeliveryObserver())
     # None: nothing is rate limited (a schema run outside the app).
@@ -176,12 +179,13 @@ class Context:
         self._loaders = None
 
     def share_reads(self, reads: SharedReads) -> None:
-        """Read through `reads` (loaders shared by the viewer's local subscriptions for
-        one batch of changes) until close() or fresh_reads()."""
+        """Read through `reads` (one snapshot and its loaders, shared by the local
+        subscriptions presenting changes now) until close() or fresh_reads()."""
         if reads is self._shared:
             return
+        viewer_id = self.require_viewer()
         self._release_shared()
-        self._loaders = reads.acquire()
+        self._loaders = reads.acquire(viewer_id)
         self._shared = reads
 
     def shared_derived(self) -> dict[object, Any] | None:

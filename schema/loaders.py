@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 from strawberry.dataloader import DataLoader
 
 from models import Board, Card, Comment, Membership, Record, Role, User
@@ -23,28 +22,22 @@ R = TypeVar("R", bound=Record)
 K = TypeVar("K", bound=Hashable)
 
 
-class Loaders:
-    def __init__(self, run: RunQuery, viewer_id: int | None) -> None:
+class RecordLoaders:
+    """Loaders whose answers do not depend on who asks: records by primary key and the
+    grouped lookups (a board's members and cards, a card's comments, a user's
+    memberships). Viewers reading in one snapshot can share one set
+    (schema.shared_reads)."""
+
+    def __init__(self, run: RunQuery) -> None:
         self._run = run
-        self._viewer_id = viewer_id
         self._records: dict[type[Any], DataLoader[int, Any]] = {}
-        # What the layers above derive from these loads, for everyone reading through
-        # them (schema.subscription: one update object per change).
-        self.derived: dict[object, Any] = {}
-        self.user = self.record(User)
-        self.board = self.record(Board)
-        self.membership = self.record(Membership)
-        self.card = self.record(Card)
-        self.comment = self.record(Comment)
         self.board_members = self._grouped(Membership, Membership.board_id, Membership.id)
         self.board_cards = self._grouped(Card, Card.board_id, Card.position, Card.id)
         self.card_comments = self._grouped(Comment, Comment.card_id, Comment.id)
         self.user_memberships = self._grouped(Membership, Membership.user_id, Membership.board_id)
-        self.viewer_role: DataLoader[int, Role | None] = DataLoader(self._viewer_roles)
-        self.shares_board_with_viewer: DataLoader[int, bool] = DataLoader(self._shares_board)
 
     def record(self, model: type[R]) -> DataLoader[int, R | None]:
-        """Records of `model` by primary key (one loader per model and operation)."""
+        """Records of `model` by primary key (one loader per model)."""
         loader = self._records.get(model)
         if loader is None:
 
@@ -66,29 +59,90 @@ class Loaders:
 
         return DataLoader(load)
 
-    async def _viewer_roles(self, board_ids: list[int]) -> list[Role | None]:
-        if self._viewer_id is None:
-            return [None] * len(board_ids)
+
+class AccessLoaders:
+    """Who may see what, asked for any number of viewers at once: (viewer, board) ->
+    the viewer's role there, (viewer, user) -> whether they share a board. Viewers
+    reading in one snapshot share one set, so a change that 1,000 members receive costs
+    one membership query, not 1,000."""
+
+    def __init__(self, run: RunQuery) -> None:
+        self._run = run
+        self.roles: DataLoader[tuple[int, int], Role | None] = DataLoader(self._roles)
+        self.peers: DataLoader[tuple[int, int], bool] = DataLoader(self._peers)
+
+    async def _roles(self, pairs: list[tuple[int, int]]) -> list[Role | None]:
+        # One statement for every pair: the product of their users and boards is a
+        # superset (usually exact: one board, many viewers), filtered here.
         rows = await self._run(
             select(Membership).where(
-                Membership.user_id == self._viewer_id, Membership.board_id.in_(board_ids)
+                Membership.user_id.in_({user for user, _ in pairs}),
+                Membership.board_id.in_({board for _, board in pairs}),
             )
         )
-        roles = {m.board_id: m.role for m in rows}
-        return [roles.get(b) for b in board_ids]
+        roles = {(m.user_id, m.board_id): m.role for m in rows}
+        return [roles.get(pair) for pair in pairs]
+
+    async def _peers(self, pairs: list[tuple[int, int]]) -> list[bool]:
+        users = {user for _, user in pairs}
+        # The memberships of every viewer and user involved, on the users' boards only.
+        their_boards = select(Membership.board_id).where(Membership.user_id.in_(users))
+        rows = await self._run(
+            select(Membership).where(
+                Membership.user_id.in_(users | {viewer for viewer, _ in pairs}),
+                Membership.board_id.in_(their_boards),
+            )
+        )
+        boards: dict[int, set[int]] = defaultdict(set)
+        for membership in rows:
+            boards[membership.user_id].add(membership.board_id)
+        return [not boards[viewer].isdisjoint(boards[user]) for viewer, user in pairs]
+
+
+class Loaders:
+    """The loaders one viewer reads through: the records (possibly shared with other
+    viewers in the same snapshot) and the viewer's own access checks."""
+
+    def __init__(
+        self,
+        run: RunQuery,
+        viewer_id: int | None,
+        records: RecordLoaders | None = None,
+        access: AccessLoaders | None = None,
+    ) -> None:
+        self._viewer_id = viewer_id
+        self._records = records or RecordLoaders(run)
+        self._access = access or AccessLoaders(run)
+        # What the layers above derive from these loads, for everyone reading through
+        # them (schema.subscription: one update object per change).
+        self.derived: dict[object, Any] = {}
+        self.user = self.record(User)
+        self.board = self.record(Board)
+        self.membership = self.record(Membership)
+        self.card = self.record(Card)
+        self.comment = self.record(Comment)
+        self.board_members = self._records.board_members
+        self.board_cards = self._records.board_cards
+        self.card_comments = self._records.card_comments
+        self.user_memberships = self._records.user_memberships
+        self.viewer_role: DataLoader[int, Role | None] = DataLoader(self._viewer_roles)
+        self.shares_board_with_viewer: DataLoader[int, bool] = DataLoader(self._shares_board)
+
+    def record(self, model: type[R]) -> DataLoader[int, R | None]:
+        """Records of `model` by primary key."""
+        return self._records.record(model)
+
+    async def _viewer_roles(self, board_ids: list[int]) -> list[Role | None]:
+        viewer = self._viewer_id
+        if viewer is None:
+            return [None] * len(board_ids)
+        return list(await self._access.roles.load_many([(viewer, b) for b in board_ids]))
 
     async def _shares_board(self, user_ids: list[int]) -> list[bool]:
-        if self._viewer_id is None:
+        viewer = self._viewer_id
+        if viewer is None:
             return [False] * len(user_ids)
-        mine, theirs = aliased(Membership), aliased(Membership)
-        rows = await self._run(
-            select(theirs.user_id)
-            .join(mine, mine.board_id == theirs.board_id)
-            .where(mine.user_id == self._viewer_id, theirs.user_id.in_(user_ids))
-            .distinct()
-        )
-        shared = set(rows)
-        return [u in shared for u in user_ids]
+        return list(await self._access.peers.load_many([(viewer, u) for u in user_ids]))
 
 
 async def scalars(session: AsyncSession, statement: Select[Any]) -> Sequence[Any]:

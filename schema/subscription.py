@@ -204,10 +204,15 @@ class Subscription:
             while True:
                 batch = await stream.read(position)
                 if batch.changes:
-                    reads = shared_reads(
-                        batch, ctx.read_sessions, viewer_id, lambda: ctx.access_fence.clock
-                    )
                     for change in latest_changes(batch):
+                        # Joined per change: the one of the previous change may have
+                        # ended while its update was sent.
+                        reads = shared_reads(
+                            batch,
+                            ctx.read_groups,
+                            ctx.read_sessions,
+                            lambda: ctx.access_fence.clock,
+                        )
                         # Held until the update has been sent: this generator resumes
                         # only once the transport has taken it.
                         with (

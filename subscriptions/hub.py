@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ class Batch:
 
     after: int
     changes: list[LoggedChange]
+    # time.monotonic_ns() when the read completed: a snapshot begun later holds every
+    # change in it (schema.shared_reads).
+    read_at: int = 0
     scope: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -119,7 +123,7 @@ class UserHub:
     async def _read(self, after: int) -> Batch:
         async with self._engine.connect() as connection:
             changes = await changes_since(connection, self.user_id, after, READ_BATCH)
-        return Batch(after, changes)
+        return Batch(after, changes, time.monotonic_ns())
 
     def _forget_failed(self, read: asyncio.Task[Batch]) -> None:
         if read.cancelled() or read.exception() is not None:

@@ -106,3 +106,57 @@ async def test_statements_per_change_do_not_grow_with_local_subscriptions(
         f"{one} statements per change with 1 subscription, {many} with {MANY}:\n"
         + "\n".join(many_statements)
     )
+
+
+MEMBERS = 12
+
+
+def log_read(statement: str) -> bool:
+    """A hub's read of a user's change log (one per user and wake-up, batched
+    separately: subscriptions.hub)."""
+    return "change_audience" in statement and statement.lstrip().upper().startswith("SELECT")
+
+
+async def reload_statements_per_change(
+    realtime: Realtime, owner: Account, card: str, members: list[Account]
+) -> tuple[float, list[str]]:
+    """Statements other than log reads per change, with one socket per member."""
+    async with AsyncExitStack() as stack:
+        sockets = []
+        for member in members:
+            socket = await stack.enter_async_context(
+                graphql_socket(realtime.server.ws_url, member.token)
+            )
+            await socket.subscribe(UPDATES)
+            sockets.append(socket)
+        await rename(realtime, owner, card, f"live {len(members)}")
+        await asyncio.gather(*(until_title(s, card, f"live {len(members)}") for s in sockets))
+        await realtime.server.runtime.relay.idle()
+
+        with counting(realtime) as counter:
+            for n in range(CHANGES):
+                title = f"{len(members)} members, change {n}"
+                await rename(realtime, owner, card, title)
+                await asyncio.gather(*(until_title(s, card, title) for s in sockets))
+                await realtime.server.runtime.relay.idle()
+        others = [s for s in counter.statements if not log_read(s)]
+        return len(others) / CHANGES, others
+
+
+async def test_members_of_a_board_share_each_reload(realtime: Realtime) -> None:
+    """A change that many members receive is reloaded once, with one membership check
+    for all of them (schema.shared_reads), not once per member."""
+    owner = await realtime.api.account("Owner")
+    board = await realtime.api.board(owner)
+    card = await realtime.api.card(owner, board)
+    members = [await realtime.api.account(f"Member{n}") for n in range(MEMBERS)]
+    for member in members:
+        await realtime.api.add_member(owner, board, member, "VIEWER")
+
+    one, one_statements = await reload_statements_per_change(realtime, owner, card, members[:1])
+    many, many_statements = await reload_statements_per_change(realtime, owner, card, members)
+
+    assert many == one, (
+        f"{one} statements per change (log reads aside) for 1 member, {many} for "
+        f"{MEMBERS}:\n" + "\n".join(many_statements)
+    )
