@@ -110,6 +110,7 @@ async def open_runtime(
         read_sessions, write_sessions = create_sessionmakers(
             engine, sync_session_class=CapturingSession, info={SINK_KEY: relay}
         )
+        feed = UpdateFeed(broker, engine)
         yield Runtime(
             settings=settings,
             engine=engine,
@@ -117,7 +118,7 @@ async def open_runtime(
             write_sessions=write_sessions,
             broker=broker,
             relay=relay,
-            feed=UpdateFeed(broker, engine),
+            feed=feed,
             authenticator=Authenticator(
                 settings.secret_key, settings.token_ttl_seconds, revocations
             ),
@@ -125,5 +126,7 @@ async def open_runtime(
             live_sockets=live_sockets,
             access_fence=access_fence,
             rate_limiter=rate_limiter,
-            read_groups=ReadGroups(read_sessions, lambda: access_fence.clock),
+            read_groups=ReadGroups(
+                read_sessions, lambda: access_fence.clock, lambda: feed.hubs.watermark.value
+            ),
         )

@@ -66,12 +66,29 @@ class AccessLoaders:
     reading in one snapshot share one set, so a change that 1,000 members receive costs
     one membership query, not 1,000."""
 
-    def __init__(self, run: RunQuery) -> None:
+    def __init__(self, run: RunQuery, *, whole_boards: bool = False) -> None:
         self._run = run
         self.roles: DataLoader[tuple[int, int], Role | None] = DataLoader(self._roles)
         self.peers: DataLoader[tuple[int, int], bool] = DataLoader(self._peers)
+        # With whole_boards, a board's memberships are read all at once, the first time
+        # anyone's role there is asked: the members of a board woken for one change ask
+        # a moment apart, and one query answers them all.
+        self._whole_boards = whole_boards
+        # board -> {member: role} (a DataLoader: asked again while still loading, it
+        # waits for the same query).
+        self._members: DataLoader[int, dict[int, Role]] = DataLoader(self._boards_members)
+
+    async def _boards_members(self, boards: list[int]) -> list[dict[int, Role]]:
+        rows = await self._run(select(Membership).where(Membership.board_id.in_(boards)))
+        members: dict[int, dict[int, Role]] = {board: {} for board in boards}
+        for m in rows:
+            members[m.board_id][m.user_id] = m.role
+        return [members[board] for board in boards]
 
     async def _roles(self, pairs: list[tuple[int, int]]) -> list[Role | None]:
+        if self._whole_boards:
+            boards = await self._members.load_many([board for _, board in pairs])
+            return [members.get(user) for (user, _), members in zip(pairs, boards, strict=True)]
         # One statement for every pair: the product of their users and boards is a
         # superset (usually exact: one board, many viewers), filtered here.
         rows = await self._run(

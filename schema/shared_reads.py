@@ -12,12 +12,16 @@ shown a record only if their own membership allows it.
 
 Freshness: a subscription presents a batch of changes read from the log; the snapshot
 it reloads in must include them. So it joins the current SharedReads only if that one's
-session had not begun before the batch was read (`fresh_for`); otherwise it starts a
-new one (schema.shared_reads.ReadGroups), and the old one ends with its last holder.
+session began after the batch was read, or after this process knew every change in the
+batch to be committed (`fresh_for`; the process's `committed` watermark,
+subscriptions.hub.Watermark: 1,000 members woken for one change read the log at
+different moments, but the change was known committed before any of them reloads).
+Otherwise it starts a new one (ReadGroups), and the old one ends with its last holder.
 
-The session is released as soon as no subscription uses it: each subscription holds the
-loaders from the start of its reload until its result is built (Context.close, called
-before the send, releases it), so a slow client never pins a connection.
+The session is released soon after no subscription uses it (LINGER; at once when a newer
+one took over): each subscription holds the loaders from the start of its reload until
+its result is built (Context.close, called before the send, releases it), so a slow
+client never pins a connection.
 """
 
 from __future__ import annotations
@@ -35,18 +39,29 @@ from schema.loaders import AccessLoaders, Loaders, RecordLoaders, scalars
 from subscriptions.hub import Batch
 
 SCOPE_KEY = "schema.shared_reads"
+# How long the SharedReads to join outlives its last holder (seconds): long enough for
+# the other subscriptions woken by the same change to join, short enough that an idle
+# process gives its connection back at once.
+LINGER = 0.05
 
 logger = logging.getLogger("commitcast.delivery")
 
 
 class SharedReads:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], int] = lambda: 0
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Callable[[], int] = lambda: 0,
+        committed: Callable[[], int] = lambda: 0,
     ) -> None:
         self._sessions = sessions
         # The access fence's clock (subscriptions.fence), read when the session opens.
         self._clock = clock
         self._session_clock = 0
+        # The newest change id known committed (all smaller ones too), read when the
+        # session opens: its snapshot holds every change up to it.
+        self._committed = committed
+        self._committed_at_open = 0
         # time.monotonic_ns() when the session ran its first statement (its snapshot is
         # no older), None before.
         self._opened_at: int | None = None
@@ -56,21 +71,28 @@ class SharedReads:
         self._closing: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.Handle | None = None
         self._records = RecordLoaders(self._run)
-        self._access = AccessLoaders(self._run)
+        self._access = AccessLoaders(self._run, whole_boards=True)
         self._viewers: dict[int, Loaders] = {}
         # Set when the last holder let go: whoever comes next starts a new one.
         self.ended = False
+        self._superseded = False
 
     @property
     def snapshot_clock(self) -> int | None:
         """The access fence's clock when the open session began (None: none open)."""
         return self._session_clock if self._session is not None else None
 
-    def fresh_for(self, read_at: int) -> bool:
-        """Whether changes read from the log at `read_at` (time.monotonic_ns() when the
-        read completed) may be presented through these loaders: their snapshot, if it
-        began, began after that read, so it holds every change the read returned."""
-        return not self.ended and (self._opened_at is None or self._opened_at > read_at)
+    def fresh_for(self, batch: Batch) -> bool:
+        """Whether `batch` may be presented through these loaders: their snapshot, if
+        it began, began after the batch was read or after its newest change was known
+        committed, so it holds every change in the batch."""
+        if self.ended:
+            return False
+        return (
+            self._opened_at is None
+            or self._opened_at > batch.read_at
+            or batch.newest <= self._committed_at_open
+        )
 
     def acquire(self, viewer_id: int) -> Loaders:
         """The viewer's loaders (shared records, the viewer's own access checks)."""
@@ -88,9 +110,24 @@ class SharedReads:
         self._holders -= 1
         if self._holders <= 0:
             self._holders = 0
-            # Subscriptions resumed in this same turn of the event loop (woken by the
-            # same read) still join; the session goes right after.
-            self._expiry = asyncio.get_running_loop().call_soon(self._expire)
+            self._end_when_idle()
+
+    def supersede(self) -> None:
+        """A newer SharedReads is the one to join now: end with the last holder."""
+        self._superseded = True
+        if not self._holders:
+            self._end_when_idle()
+
+    def _end_when_idle(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        loop = asyncio.get_running_loop()
+        if self._superseded:
+            self._expiry = loop.call_soon(self._expire)
+        else:
+            # The one to join: members of a board are woken one by one, each reading
+            # its own log, a little later than the last: they still join it.
+            self._expiry = loop.call_later(LINGER, self._expire)
 
     def _expire(self) -> None:
         self._expiry = None
@@ -117,6 +154,7 @@ class SharedReads:
         async with self._lock:
             if self._session is None:
                 self._session_clock = self._clock()
+                self._committed_at_open = self._committed()
                 self._opened_at = time.monotonic_ns()
                 self._session = self._sessions()
             try:
@@ -125,24 +163,33 @@ class SharedReads:
                 if not self._holders and self._expiry is None:
                     # Read after the last holder let go (a resolver finishing late):
                     # the session must still be closed.
-                    self._expiry = asyncio.get_running_loop().call_soon(self._expire)
+                    self._end_when_idle()
 
 
 class ReadGroups:
-    """The SharedReads that subscriptions join now (one per process, or per batch)."""
+    """The SharedReads that subscriptions join now (one per process, or per batch).
+    `clock`: the access fence's; `committed`: the newest change id the process knows
+    committed (subscriptions.hub.Watermark)."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], int] = lambda: 0
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Callable[[], int] = lambda: 0,
+        committed: Callable[[], int] = lambda: 0,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
+        self._committed = committed
         self._current: SharedReads | None = None
 
     def join(self, batch: Batch) -> SharedReads:
         """Shared reads fresh enough to present `batch` (see the module docstring)."""
         current = self._current
-        if current is None or not current.fresh_for(batch.read_at):
-            current = self._current = SharedReads(self._sessions, self._clock)
+        if current is None or not current.fresh_for(batch):
+            if current is not None:
+                current.supersede()
+            current = SharedReads(self._sessions, self._clock, self._committed)
+            self._current = current
         return current
 
 

@@ -47,10 +47,31 @@ class Batch:
     scope: dict[str, object] = field(default_factory=dict)
 
     @property
+    def newest(self) -> int:
+        """The newest change id in this batch (its start when empty)."""
+        return self.changes[-1].id if self.changes else self.after
+
+    @property
     def caught_up(self) -> bool:
         """The read found fewer changes than it could take: it reached the end of the
         log as of its start, so the next change will come with a wake-up."""
         return len(self.changes) < READ_BATCH
+
+
+class Watermark:
+    """The newest change id this process knows to be committed: from a wake-up (sent
+    after its COMMIT) or a log read. The log has no holes (subscriptions.changelog:
+    ids are taken in commit order), so every smaller id is committed too: a snapshot
+    begun after the watermark reached N holds every change up to N."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def saw(self, change_id: int) -> None:
+        if change_id > self.value:
+            self.value = change_id
 
 
 class Listener:
@@ -85,8 +106,15 @@ class Listener:
 
 
 class UserHub:
-    def __init__(self, user_id: int, broker: Broker, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        user_id: int,
+        broker: Broker,
+        engine: AsyncEngine,
+        watermark: Watermark | None = None,
+    ) -> None:
         self.user_id = user_id
+        self._watermark = watermark or Watermark()
         self.listeners: set[Listener] = set()
         self._broker = broker
         self._engine = engine
@@ -118,7 +146,9 @@ class UserHub:
             self._reads[after] = read
             while len(self._reads) > SHARED_READS:
                 self._reads.popitem(last=False)
-        return await asyncio.shield(read)
+        batch = await asyncio.shield(read)
+        self._watermark.saw(batch.newest)
+        return batch
 
     async def _read(self, after: int) -> Batch:
         async with self._engine.connect() as connection:
@@ -137,6 +167,8 @@ class UserHub:
                 self._ready.set_result(None)
                 async for item in subscriber:
                     change_id = decode_wakeup(item) if isinstance(item, str) else None
+                    if change_id is not None:
+                        self._watermark.saw(change_id)
                     # Reads from before this wake-up may miss its change: later callers
                     # start a new one.
                     self._reads.clear()
@@ -159,6 +191,8 @@ class LocalHubs:
         self._broker = broker
         self._engine = engine
         self._hubs: dict[int, UserHub] = {}
+        # What every hub here has seen committed (schema.shared_reads uses it).
+        self.watermark = Watermark()
 
     def __len__(self) -> int:
         return len(self._hubs)
@@ -173,7 +207,7 @@ class LocalHubs:
         last listener."""
         hub = self._hubs.get(user_id)
         if hub is None:
-            hub = self._hubs[user_id] = UserHub(user_id, self._broker, self._engine)
+            hub = self._hubs[user_id] = UserHub(user_id, self._broker, self._engine, self.watermark)
         listener = Listener()
         # Registered before waiting: a wake-up during the SUBSCRIBE reaches it too.
         hub.listeners.add(listener)
