@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from models import change_audience, change_log, utcnow
 from models.database import create_engine
+from subscriptions.broker import broker_from_url
 from subscriptions.changelog import changes_since
-from subscriptions.hub import READ_BATCH
+from subscriptions.hub import READ_BATCH, LocalHubs
 from subscriptions.log_reader import LogReader
 from tests.realtime_support import Realtime
 from tests.support import subscriptions_live
@@ -205,3 +206,30 @@ async def test_a_cancelled_request_leaves_the_others_of_its_statement_alone(
     first, second, third = await asyncio.gather(*reads, return_exceptions=True)
     assert isinstance(second, asyncio.CancelledError)
     assert [c.id for c in first] == [c.id for c in third] == ids  # type: ignore[union-attr]
+
+
+async def test_a_hub_stopped_during_a_shared_read_leaves_the_other_hubs_alone(
+    engine: AsyncEngine,
+) -> None:
+    ids = await log(engine, [{1, 2, 3}])
+    broker = broker_from_url("memory://")
+    await broker.connect()
+    try:
+        hubs = LocalHubs(broker, engine)
+        async with AsyncExitStack() as stack:
+            joined = {user: await stack.enter_async_context(hubs.join(user)) for user in (1, 2)}
+            async with hubs.join(3) as (leaving, _):
+                reads = [asyncio.create_task(hub.read(0)) for hub, _ in joined.values()]
+                leaving_read = asyncio.create_task(leaving.read(0))
+                # Two ticks: each hub's read task has asked the reader, whose statement is
+                # scheduled (or running) when the third hub stops.
+                for _ in range(2):
+                    await asyncio.sleep(0)
+            # Its last listener left: the hub stopped, cancelling its pending read.
+            with pytest.raises(asyncio.CancelledError):
+                await leaving_read
+            batches = await asyncio.gather(*reads)
+        assert [[c.id for c in batch.changes] for batch in batches] == [ids, ids]
+        assert all(batch.caught_up for batch in batches)
+    finally:
+        await broker.disconnect()
