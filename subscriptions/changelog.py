@@ -11,11 +11,28 @@ SQLite has one writer at a time, which gives the same order by itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    CompoundSelect,
+    Select,
+    bindparam,
+    cast,
+    column,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Session
 
@@ -96,6 +113,93 @@ async def changes_since(
         )
         for row in rows
     ]
+
+
+_COLUMNS = (
+    change_log.c.id,
+    change_log.c.typename,
+    change_log.c.record_id,
+    change_log.c.op,
+    change_log.c.version,
+    change_log.c.committed_at,
+)
+
+# (user id, after): one request to changes_since_each.
+LogRequest = tuple[int, int]
+
+
+async def changes_since_each(
+    connection: AsyncConnection, requests: Collection[LogRequest], limit: int
+) -> dict[LogRequest, list[LoggedChange]]:
+    """changes_since(connection, user, after, limit) for each (user, after) request, in
+    one statement (subscriptions.log_reader batches the requests of many users).
+
+    PostgreSQL: the requests travel as two array parameters, unnested into rows, and
+    each row finds its user's change ids in a LATERAL subquery: the same range scan of
+    change_audience's primary key (user_id, change_id) as changes_since, with its own
+    LIMIT; one statement text whatever the number of requests (prepared once).
+    SQLite (embedded, small): each request's changes_since query, joined by UNION ALL;
+    keep requests to a few hundred (its compound-select and parameter limits).
+    """
+    keys = list(dict.fromkeys(requests))
+    found: dict[LogRequest, list[LoggedChange]] = {key: [] for key in keys}
+    if not keys:
+        return found
+    statement: Select[Any] | CompoundSelect[Any]
+    if connection.dialect.name == "postgresql":
+        wanted = (
+            func.unnest(
+                cast(bindparam("users", [user for user, _ in keys]), ARRAY(BigInteger)),
+                cast(bindparam("afters", [after for _, after in keys]), ARRAY(BigInteger)),
+            )
+            .table_valued(column("user_id", BigInteger), column("after_id", BigInteger))
+            .render_derived(name="wanted")
+        )
+        # Per request, only the positions (an index-only scan of the primary key, in
+        # order, stopping at the limit); change_log is joined once, outside: inside the
+        # LATERAL, the planner (which cannot know how many changes a user has after a
+        # position) may pick a hash join that scans change_log once per request.
+        positions = (
+            select(change_audience.c.change_id)
+            .where(
+                change_audience.c.user_id == wanted.c.user_id,
+                change_audience.c.change_id > wanted.c.after_id,
+            )
+            .order_by(change_audience.c.change_id)
+            .limit(limit)
+            .lateral("positions")
+        )
+        statement = select(
+            wanted.c.user_id.label("req_user"), wanted.c.after_id.label("req_after"), *_COLUMNS
+        ).select_from(
+            wanted.join(positions, true()).join(
+                change_log, change_log.c.id == positions.c.change_id
+            )
+        )
+    else:
+        parts = [
+            select(
+                literal(user, BigInteger).label("req_user"),
+                literal(after, BigInteger).label("req_after"),
+                *_COLUMNS,
+            )
+            .join(change_audience, change_audience.c.change_id == change_log.c.id)
+            .where(change_audience.c.user_id == user, change_audience.c.change_id > after)
+            .order_by(change_audience.c.change_id)
+            .limit(limit)
+            .subquery()
+            for user, after in keys
+        ]
+        statement = union_all(*(select(part) for part in parts))
+    for row in await connection.execute(statement):
+        found[(row.req_user, row.req_after)].append(
+            LoggedChange(
+                row.id, row.typename, row.record_id, ChangeOp(row.op), row.version, row.committed_at
+            )
+        )
+    for listed in found.values():
+        listed.sort(key=lambda change: change.id)  # rows come in order per request only
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ subscription to the user's channel and reads the change log once per wake-up for
 them: subscriptions that wait at the same position and are woken by the same message
 share one read (and whatever the layer above attaches to it, see `Batch.scope`). A
 subscription at another position (resuming from an older cursor, catching up after a
-stall) reads for itself, so sharing never changes what anyone receives.
+stall) reads for itself, so sharing never changes what anyone receives. The hubs of all
+users woken by the same broker burst read in one statement (subscriptions.log_reader).
 
 Each local subscription is a `Listener`: a flag and the newest wake-up seen, not a
 queue, so an idle or stalled subscription holds a few hundred bytes whatever arrives.
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from subscriptions.broker import Broker
-from subscriptions.changelog import LoggedChange, changes_since
+from subscriptions.changelog import LoggedChange
 from subscriptions.changes import decode_wakeup, user_channel
+from subscriptions.log_reader import LogReader
 
 READ_BATCH = 200
 # Reads kept for joining, per hub, between two wake-ups: subscriptions catching up at
@@ -110,14 +112,14 @@ class UserHub:
         self,
         user_id: int,
         broker: Broker,
-        engine: AsyncEngine,
+        reader: LogReader,
         watermark: Watermark | None = None,
     ) -> None:
         self.user_id = user_id
         self._watermark = watermark or Watermark()
         self.listeners: set[Listener] = set()
         self._broker = broker
-        self._engine = engine
+        self._reader = reader
         self._reads: OrderedDict[int, asyncio.Task[Batch]] = OrderedDict()
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pump = asyncio.create_task(self._run(), name=f"user-hub-{user_id}")
@@ -138,7 +140,8 @@ class UserHub:
         """The user's changes after `after` (oldest first, at most READ_BATCH): one
         database read for every local subscription asking the same since the last
         wake-up. A read started after a wake-up sees its change (it was published after
-        COMMIT), so joining one never hides a change a subscription was woken for."""
+        COMMIT), so joining one never hides a change a subscription was woken for. The
+        hubs woken by the same broker burst read in one statement (LogReader)."""
         read = self._reads.get(after)
         if read is None:
             read = asyncio.create_task(self._read(after))
@@ -151,8 +154,7 @@ class UserHub:
         return batch
 
     async def _read(self, after: int) -> Batch:
-        async with self._engine.connect() as connection:
-            changes = await changes_since(connection, self.user_id, after, READ_BATCH)
+        changes = await self._reader.read(self.user_id, after)
         return Batch(after, changes, time.monotonic_ns())
 
     def _forget_failed(self, read: asyncio.Task[Batch]) -> None:
@@ -189,7 +191,9 @@ class LocalHubs:
 
     def __init__(self, broker: Broker, engine: AsyncEngine) -> None:
         self._broker = broker
-        self._engine = engine
+        # Shared by the hubs: those woken by one broker burst read their logs in one
+        # statement instead of one each.
+        self.reader = LogReader(engine, READ_BATCH)
         self._hubs: dict[int, UserHub] = {}
         # What every hub here has seen committed (schema.shared_reads uses it).
         self.watermark = Watermark()
@@ -207,7 +211,7 @@ class LocalHubs:
         last listener."""
         hub = self._hubs.get(user_id)
         if hub is None:
-            hub = self._hubs[user_id] = UserHub(user_id, self._broker, self._engine, self.watermark)
+            hub = self._hubs[user_id] = UserHub(user_id, self._broker, self.reader, self.watermark)
         listener = Listener()
         # Registered before waiting: a wake-up during the SUBSCRIBE reaches it too.
         hub.listeners.add(listener)

@@ -132,7 +132,9 @@ async def test_identical_subscriptions_execute_each_update_once(
             await rename_card(realtime, ann, card, "once")
             received = await asyncio.gather(*(next_about(s, card) for s in opened))
 
-    assert executions.count == 1, f"{executions.count} executions for {SOCKETS} identical subscriptions"
+    assert executions.count == 1, (
+        f"{executions.count} executions for {SOCKETS} identical subscriptions"
+    )
     assert all(update["node"]["title"] == "once" for update in received)
     assert all(update == received[0] for update in received)
 
