@@ -99,14 +99,19 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
     _share_key: tuple[Any, ...] | None = None
 
     def build_per_event_executor(self, payload: Any) -> Any:
-        executor = cast(
-            "SubscriptionSafeExecutionContext", super().build_per_event_executor(payload)
-        )
-        executor._relevant_sub_fields = {}
         shared = getattr(payload, "shared_results", None)
         if isinstance(shared, dict):
             if self._share_key is None:
                 self._share_key = self._subscription_share_key()
+            operation, found = shared.get(self._share_key, (None, None))
+            if operation is self.operation and isinstance(found, ExecutionResult):
+                # Executed already: no executor to build for this event.
+                return _Executed(found)
+        executor = cast(
+            "SubscriptionSafeExecutionContext", super().build_per_event_executor(payload)
+        )
+        executor._relevant_sub_fields = {}
+        if isinstance(shared, dict):
             executor._share_key = self._share_key
             executor._shared_results = shared
         return executor
@@ -177,3 +182,16 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if isinstance(result, ExecutionResult):
             return result
         return await cast("Awaitable[ExecutionResult]", result)
+
+
+class _Executed:
+    """Stands in for a per-event executor when an identical subscription already
+    executed the event (graphql-core only calls `execute_operation` on it)."""
+
+    __slots__ = ("_result",)
+
+    def __init__(self, result: ExecutionResult) -> None:
+        self._result = result
+
+    def execute_operation(self, serially: bool | None = None) -> ExecutionResult:
+        return self._result
