@@ -140,6 +140,12 @@ ROWS: list[tuple[str, str, str, str]] = [
         "/s",
     ),
     ("delivered/s, members of 1 board", "saturation_members_of_one_board", "updates_per_s", "/s"),
+    (
+        "  SQL statements per mutation",
+        "saturation_members_of_one_board",
+        "sql_statements_per_mutation",
+        "",
+    ),
     ("memory per idle subscription", "memory", "kib_per_connection", "KiB"),
     ("SQL statements per change, 1 sub", "sql_statements_per_change", "1", ""),
     ("SQL statements per change, 10 subs", "sql_statements_per_change", "10", ""),

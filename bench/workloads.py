@@ -208,6 +208,7 @@ class Bench:
         await self.pool.reset()
         self.failures = []
         cpu_before = self.target.cpu_seconds()
+        statements_before = await self.target.statements()
         started = time.perf_counter()
         expected, durations = await self.open_loop([board], rate, self.sizes.saturation_seconds)
         window = time.perf_counter() - started
@@ -215,6 +216,8 @@ class Bench:
         server_cpu = self.target.cpu_seconds() - cpu_before
         # Let the backlog drain before the next workload (not counted).
         await self.pool.wait_for([label], expected, DRAIN_TIMEOUT)
+        # Everything the mutations caused, delivered (or given up on) by now.
+        statements = await self.target.statements() - statements_before
         return {
             "mutations": len(durations),
             "failed_mutations": len(self.failures),
@@ -225,6 +228,7 @@ class Bench:
             "delivered": received,
             "window_s": round(window, 2),
             "updates_per_s": round(received / window, 1),
+            "sql_statements_per_mutation": round(statements / max(1, len(durations)), 1),
             "server_cpu_share": round(server_cpu / window, 3),
             "client_cpu_share": round(client_cpu / window, 3),
         }
