@@ -7,11 +7,13 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import DisableIntrospection, SchemaExtension, ValidationCache
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.types import ExecutionContext
 
 from schema.context import Auth, Context, RateLimiter
 from schema.execution import SubscriptionSafeExecutionContext
 from schema.extensions import CachedParse, CloseSession, ErrorCodes
+from schema.extensions_runner import ExtensionsRunner
 from schema.limits import ExtensionFactory, QueryLimits, limit_extensions
 from schema.mutations import Mutation
 from schema.nodes import node_type, node_types
@@ -23,6 +25,11 @@ DOCUMENT_CACHE_SIZE = 256
 
 
 class CommitcastSchema(strawberry.Schema):
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        return ExtensionsRunner(execution_context, extensions)
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:

@@ -1,0 +1,95 @@
+"""strawberry's extension runner, with the per-result hooks looked up once per operation.
+
+For every result a subscription streams, strawberry finds the extensions' stream-result
+hooks again (an attribute lookup and a new context manager class per extension, with
+functools.update_wrapper) and asks every extension for its results: for a subscription
+delivering thousands of updates, that was as much work as executing them. The hooks
+and the extensions that report results do not change during an operation, so they are
+found once here; each result then only enters and exits the hooks it has.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from strawberry.extensions import SchemaExtension
+from strawberry.extensions.context import StreamResultContextManager, WrappedHook
+from strawberry.extensions.runner import SchemaExtensionsRunner
+from strawberry.types import ExecutionContext
+from strawberry.utils.await_maybe import await_maybe
+
+
+class ExtensionsRunner(SchemaExtensionsRunner):
+    def __init__(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension] | None = None
+    ) -> None:
+        super().__init__(execution_context, extensions)
+        self._stream_hooks: list[WrappedHook] | None = None
+        self._reporting = [
+            extension
+            for extension in self.extensions
+            if type(extension).get_results is not SchemaExtension.get_results
+        ]
+
+    def on_stream_result(self, result: Any) -> Any:
+        hooks = self._stream_hooks
+        if hooks is None:
+            # strawberry's own lookup, once.
+            hooks = self._stream_hooks = StreamResultContextManager(self.extensions, result).hooks
+        return StreamResultHooks(hooks, result)
+
+    async def get_extensions_results(self, ctx: ExecutionContext) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for extension in self._reporting:
+            data.update(await await_maybe(extension.get_results()))
+        data.update(ctx.extensions_results)
+        return data
+
+
+class StreamResultHooks:
+    """Enters the hooks in order and exits them in reverse, like strawberry's
+    AsyncExitStack (an exception a hook suppresses is not seen by the ones before)."""
+
+    __slots__ = ("_entered", "_hooks", "_result")
+
+    def __init__(self, hooks: list[WrappedHook], result: Any) -> None:
+        self._hooks = hooks
+        self._result = result
+        self._entered: list[tuple[bool, Any]] = []
+
+    async def __aenter__(self) -> None:
+        for hook in self._hooks:
+            # (A stream-result hook takes the result: strawberry types it loosely.)
+            manager: Any = hook.hook(self._result)
+            if hook.is_async:
+                await manager.__aenter__()
+            else:
+                manager.__enter__()
+            self._entered.append((hook.is_async, manager))
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        pending = error  # the exception still on its way out (None: none)
+        while self._entered:
+            is_async, manager = self._entered.pop()
+            exit_args = (type(pending), pending, pending.__traceback__) if pending else (None,) * 3
+            try:
+                if is_async:
+                    handled = await manager.__aexit__(*exit_args)
+                else:
+                    handled = manager.__exit__(*exit_args)
+            except BaseException as raised:  # a hook's own error replaces the one in flight
+                pending = raised
+                continue
+            if handled and pending is not None:
+                pending = None  # suppressed by this hook
+        if pending is None:
+            return error is not None
+        if pending is error:
+            return False
+        raise pending

@@ -1,0 +1,85 @@
+"""schema.extensions_runner: stream-result hooks found once per operation behave as
+strawberry's own (entered in order around each result, exited in reverse, seeing what
+went wrong while the result was out)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import strawberry
+from strawberry.extensions import SchemaExtension
+
+from schema import CommitcastSchema
+
+calls: list[str] = []
+
+
+class AsyncHook(SchemaExtension):
+    async def on_stream_result(self, result: Any) -> AsyncIterator[None]:
+        calls.append(f"async enter {result.data['count']}")
+        try:
+            yield
+        except BaseException as error:
+            calls.append(f"async saw {type(error).__name__}")
+            raise
+        calls.append("async exit")
+
+
+class SyncHook(SchemaExtension):
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        result.extensions = {"seen": True}
+        calls.append("sync enter")
+        yield
+        calls.append("sync exit")
+
+
+@strawberry.type
+class Query:
+    ok: bool = True
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription
+    async def count(self) -> AsyncGenerator[int, None]:
+        for n in range(3):
+            yield n
+
+
+def build() -> CommitcastSchema:
+    return CommitcastSchema(
+        query=Query, subscription=Subscription, extensions=[AsyncHook, SyncHook]
+    )
+
+
+async def test_hooks_wrap_each_result_in_order() -> None:
+    calls.clear()
+    results = await build().subscribe("subscription { count }")
+    seen = [result async for result in results]  # type: ignore[union-attr]
+
+    assert [r.data for r in seen] == [{"count": 0}, {"count": 1}, {"count": 2}]
+    assert all(r.extensions == {"seen": True} for r in seen)
+    assert calls == [
+        step
+        for n in range(3)
+        for step in (f"async enter {n}", "sync enter", "sync exit", "async exit")
+    ]
+
+
+async def test_hooks_see_the_consumer_stop_at_a_result() -> None:
+    calls.clear()
+    results = await build().subscribe("subscription { count }")
+
+    async def stop_at_first() -> None:
+        async for _ in results:  # type: ignore[union-attr]
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        await stop_at_first()
+    await results.aclose()  # type: ignore[union-attr]
+    # The sync hook's generator is closed at its yield (no exit line); the async one
+    # sees the stream closed at that result.
+    assert calls[:2] == ["async enter 0", "sync enter"]
+    assert calls[2:] == ["async saw GeneratorExit"]
