@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import field
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 
@@ -120,23 +120,35 @@ async def outcome(
     ctx: Context, change: LoggedChange, cursor: str, ticket: DeliveryTicket | None = None
 ) -> UserUpdate | None:
     """What the viewer gets for `change` (reloaded through ctx.loaders, admitted by the
-    access fence), before what one connection already has is taken into account."""
+    access fence), before what one connection already has is taken into account.
+
+    Subscriptions of one viewer reading through the same shared loaders (one snapshot:
+    schema.shared_reads) get the same answer, worked out once: the same object, so that
+    identical subscriptions also execute and encode it once (schema.execution). Each
+    is still admitted by the access fence on its own ticket."""
+    derived = ctx.shared_derived()
+    key = (UPDATE_KEY, change.id)
+    if derived is not None and key in derived:
+        found = cast("UserUpdate | None", derived[key])
+        if ticket is None:
+            return found
+        ticket.start()
+        if ticket.admit(ctx.snapshot_clock):  # no await since the lookup
+            return found
+        # Refused: read again (reload_admitted leaves the shared loaders).
+    made = await _outcome(ctx, change, cursor, ticket)
+    if derived is not None and ctx.shared_derived() is derived:
+        derived[key] = made
+    return made
+
+
+async def _outcome(
+    ctx: Context, change: LoggedChange, cursor: str, ticket: DeliveryTicket | None
+) -> UserUpdate | None:
     global_id = strawberry.ID(encode_id(change.typename, change.record_id))
 
     def update(op: ChangeOp, node: Node | None) -> UserUpdate:
-        # Subscriptions reading through the same shared loaders (one viewer, one
-        # snapshot) that find the same node get the same object, so that identical
-        # ones execute and encode it once (schema.execution).
-        derived = ctx.shared_derived()
-        key = (UPDATE_KEY, change.id)
-        made = derived.get(key) if derived is not None else None
-        # (Nodes are value objects built from the loaded row: equal ones read the same.)
-        if isinstance(made, UserUpdate) and made.op is op and made.node == node:
-            return made
-        made = UserUpdate(cursor=cursor, op=op, typename=change.typename, id=global_id, node=node)
-        if derived is not None:
-            derived[key] = made
-        return made
+        return UserUpdate(cursor=cursor, op=op, typename=change.typename, id=global_id, node=node)
 
     if change.op is CapturedOp.DELETED:
         return update(ChangeOp.DELETED, None)
