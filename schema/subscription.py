@@ -138,8 +138,19 @@ async def outcome(
         # Refused: read again (reload_admitted leaves the shared loaders).
     made = await _outcome(ctx, change, cursor, ticket)
     if derived is not None and ctx.shared_derived() is derived:
+        # The viewer's other subscriptions reloaded concurrently: keep the first.
+        earlier = derived.setdefault(key, made)
+        if same_update(earlier, made):
+            return cast("UserUpdate | None", earlier)
         derived[key] = made
     return made
+
+
+def same_update(a: UserUpdate | None, b: UserUpdate | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    # (Nodes are value objects built from the loaded row: equal ones read the same.)
+    return a.op is b.op and a.node == b.node
 
 
 async def _outcome(
