@@ -123,34 +123,50 @@ async def outcome(
     access fence), before what one connection already has is taken into account.
 
     Subscriptions of one viewer reading through the same shared loaders (one snapshot:
-    schema.shared_reads) get the same answer, worked out once: the same object, so that
-    identical subscriptions also execute and encode it once (schema.execution). Each
-    is still admitted by the access fence on its own ticket."""
+    schema.shared_reads) get the same answer, worked out once by the first of them: the
+    same object, so that identical subscriptions also execute and encode it once
+    (schema.execution). Each is still admitted by the access fence on its own ticket."""
     derived = ctx.shared_derived()
+    if derived is None:
+        return await _outcome(ctx, change, cursor, ticket)
     key = (UPDATE_KEY, change.id)
-    if derived is not None and key in derived:
-        found = cast("UserUpdate | None", derived[key])
-        if ticket is None:
-            return found
+    first = derived.get(key, UNSHARED)
+    if first is UNSHARED:
+        return await _first_outcome(ctx, change, cursor, ticket, derived, key)
+    if ticket is not None:
         ticket.start()
-        if ticket.admit(ctx.snapshot_clock):  # no await since the lookup
-            return found
-        # Refused: read again (reload_admitted leaves the shared loaders).
-    made = await _outcome(ctx, change, cursor, ticket)
-    if derived is not None and ctx.shared_derived() is derived:
-        # The viewer's other subscriptions reloaded concurrently: keep the first.
-        earlier = derived.setdefault(key, made)
-        if same_update(earlier, made):
-            return cast("UserUpdate | None", earlier)
-        derived[key] = made
-    return made
+    if isinstance(first, asyncio.Future):
+        first = await asyncio.shield(first)
+    if first is not UNSHARED and (ticket is None or ticket.admit(ctx.snapshot_clock)):
+        return cast("UserUpdate | None", first)
+    # Not worked out in the shared snapshot, or refused by the fence: on our own.
+    return await _outcome(ctx, change, cursor, ticket)
 
 
-def same_update(a: UserUpdate | None, b: UserUpdate | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    # (Nodes are value objects built from the loaded row: equal ones read the same.)
-    return a.op is b.op and a.node == b.node
+async def _first_outcome(
+    ctx: Context,
+    change: LoggedChange,
+    cursor: str,
+    ticket: DeliveryTicket | None,
+    derived: dict[object, Any],
+    key: object,
+) -> UserUpdate | None:
+    pending: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    derived[key] = pending
+    shared: object = UNSHARED
+    try:
+        made = await _outcome(ctx, change, cursor, ticket)
+        # (The access fence may have sent us to a fresh read: not the shared snapshot.)
+        if ctx.shared_derived() is derived:
+            shared = made
+        return made
+    finally:
+        derived[key] = shared
+        pending.set_result(shared)
+
+
+# In Loaders.derived: not (yet) worked out in the shared snapshot.
+UNSHARED = object()
 
 
 async def _outcome(
