@@ -192,10 +192,18 @@ async def bounds(connection: AsyncConnection) -> LogBounds:
     return LogBounds(head=max(int(newest or 0), trimmed), trimmed_through=trimmed)
 
 
+# Ids per UPDATE when marking: well under the drivers' bound parameter limits (32767 on
+# asyncpg), however many publishes a relay gathered into one mark.
+MARK_CHUNK = 5000
+
+
 async def mark_published(connection: AsyncConnection, ids: Sequence[int]) -> None:
-    await connection.execute(
-        update(change_log).where(change_log.c.id.in_(ids)).values(published_at=utcnow())
-    )
+    now = utcnow()
+    for start in range(0, len(ids), MARK_CHUNK):
+        chunk = ids[start : start + MARK_CHUNK]
+        await connection.execute(
+            update(change_log).where(change_log.c.id.in_(chunk)).values(published_at=now)
+        )
 
 
 async def unpublished(
