@@ -21,8 +21,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from sqlalchemy import event, inspect, select
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, aliased
+from sqlalchemy import bindparam, event, inspect, select
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from models import Membership
 from models.realtime import Audience, BoardAudience, Realtime, RecordKey, UserAudience
@@ -74,28 +74,34 @@ def _add(buffer: Buffer, change: Change) -> None:
         buffer[change.key] = merged
 
 
+# Core statements built once: they run in every flush of every mutation, and building
+# them plus the ORM's execution path cost more CPU than the round trip itself.
+_MEMBERSHIPS = Membership.__table__
+_MINE, _THEIRS = _MEMBERSHIPS.alias("mine"), _MEMBERSHIPS.alias("theirs")
+_BOARD_MEMBERS = select(_MEMBERSHIPS.c.board_id, _MEMBERSHIPS.c.user_id).where(
+    _MEMBERSHIPS.c.board_id.in_(bindparam("board_ids", expanding=True))
+)
+_USER_PEERS = (
+    select(_MINE.c.user_id, _THEIRS.c.user_id)
+    .join_from(_MINE, _THEIRS, _THEIRS.c.board_id == _MINE.c.board_id)
+    .where(_MINE.c.user_id.in_(bindparam("user_ids", expanding=True)))
+)
+
+
 def _resolve_audiences(session: Session, audiences: Iterable[Audience]) -> dict[Audience, set[int]]:
-    """User ids per audience, in at most two statements for the whole flush."""
+    """User ids per audience, in at most two statements for the whole flush. They run on
+    the flush's own connection: inside the transaction, before deleted rows are gone."""
     wanted = set(audiences)
     board_ids = {a.board_id for a in wanted if isinstance(a, BoardAudience)}
     user_ids = {a.user_id for a in wanted if isinstance(a, UserAudience)}
     members: dict[int, set[int]] = {b: set() for b in board_ids}
     if board_ids:
-        rows = session.execute(
-            select(Membership.board_id, Membership.user_id).where(
-                Membership.board_id.in_(board_ids)
-            )
-        )
+        rows = session.connection().execute(_BOARD_MEMBERS, {"board_ids": list(board_ids)})
         for board_id, user_id in rows:
             members[board_id].add(user_id)
     peers: dict[int, set[int]] = {u: {u} for u in user_ids}
     if user_ids:
-        mine, theirs = aliased(Membership), aliased(Membership)
-        rows = session.execute(
-            select(mine.user_id, theirs.user_id)
-            .join(theirs, theirs.board_id == mine.board_id)
-            .where(mine.user_id.in_(user_ids))
-        )
+        rows = session.connection().execute(_USER_PEERS, {"user_ids": list(user_ids)})
         for user_id, peer_id in rows:
             peers[user_id].add(peer_id)
     return {
