@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from models import change_audience, change_log, utcnow
 from models.deployment import deployment
-from models.realtime import RecordKey
+from models.realtime import BoardAudience, RecordKey
 from subscriptions.changes import Change, ChangeOp
 
 # Any constant: it only has to be the same for every process of a deployment.
@@ -40,72 +40,108 @@ class LoggedChange:
     committed_at: datetime | None = None
 
 
+def resolves_audiences(session: Session) -> bool:
+    """Whether record_changes resolves Change.pending itself (in its one statement)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def record_changes(session: Session, changes: Sequence[Change]) -> None:
     """Write `changes` (and who they concern) in the session's transaction, just before
-    COMMIT, and give each its change id. Runs inside a SQLAlchemy event: synchronous."""
+    COMMIT, and give each its change id. Runs inside a SQLAlchemy event: synchronous.
+
+    Pending audiences (only where resolves_audiences) become users in `audience`. A
+    change that concerns nobody is not written: it keeps no id and an empty audience."""
     connection = session.connection()
     now = utcnow()
     if connection.dialect.name == "postgresql":
-        ids = _write_postgresql(connection, changes, now)
+        _write_postgresql(connection, changes, now)
     else:
-        ids = _write_generic(connection, changes, now)
-    for change, change_id in zip(changes, ids, strict=True):
-        change.change_id = change_id
-        change.committed_at = now
+        if any(change.pending for change in changes):
+            raise ValueError("pending audiences are resolved on PostgreSQL only")
+        _write_generic(connection, [c for c in changes if c.audience], now)
 
 
-# One round trip instead of three (lock, INSERT ... RETURNING, audience INSERT):
+# One round trip instead of four (audience query, lock, INSERT ... RETURNING, audience
+# INSERT):
+# - `concerned` is who each change concerns: the users given, plus the members of
+#   pending board audiences and the board peers of pending user audiences (the queries
+#   of subscriptions.capture._resolve_audiences, run in the same transaction).
+# - Only changes that concern someone (`kept`) are written, numbered in input order.
 # - change_log_id_seq is the sequence of change_log.id (a BIGSERIAL, migration 0003;
 #   a test checks the name): ids are taken explicitly so that they can follow the lock.
 # - `locked` is MATERIALIZED and `ids` reads it, so every nextval() runs after the lock
 #   is held (held until COMMIT): the module docstring says why that order matters.
-# - The n ids are paired with the input rows by rank, smallest id to the first change,
-#   so they follow the order of `changes` whatever order nextval() ran in.
+# - The ids are paired with the kept rows by rank, smallest id to the first change, so
+#   they follow the order of `changes` whatever order nextval() ran in.
 # - Both INSERTs are data-modifying CTEs of one statement; the foreign key from
 #   change_audience is checked at the end of the statement, when change_log has its rows.
 _WRITE_POSTGRESQL = text(
     """
-WITH locked AS MATERIALIZED (
-    SELECT pg_advisory_xact_lock(:lock_key)
-), ids AS MATERIALIZED (
-    SELECT nextval('change_log_id_seq'::regclass) AS id
-    FROM locked, generate_series(1, cardinality(CAST(:typenames AS TEXT[])))
-), ranked AS MATERIALIZED (
-    SELECT id, row_number() OVER (ORDER BY id) AS ord FROM ids
-), numbered AS MATERIALIZED (
-    SELECT ranked.id, ranked.ord, input.typename, input.record_id, input.op, input.version
-    FROM unnest(
+WITH input AS MATERIALIZED (
+    SELECT * FROM unnest(
         CAST(:typenames AS TEXT[]),
         CAST(:record_ids AS BIGINT[]),
         CAST(:ops AS TEXT[]),
         CAST(:versions AS INTEGER[])
     ) WITH ORDINALITY AS input(typename, record_id, op, version, ord)
-    JOIN ranked USING (ord)
+), pending_boards AS (
+    SELECT * FROM unnest(CAST(:board_ords AS BIGINT[]), CAST(:board_ids AS INTEGER[]))
+        AS pending(ord, board_id)
+), pending_users AS (
+    SELECT * FROM unnest(CAST(:user_ords AS BIGINT[]), CAST(:user_ids AS INTEGER[]))
+        AS pending(ord, user_id)
+), concerned AS MATERIALIZED (
+    SELECT * FROM unnest(CAST(:audience_ords AS BIGINT[]), CAST(:audience_users AS INTEGER[]))
+        AS given(ord, user_id)
+    UNION
+    SELECT pending_boards.ord, member.user_id
+    FROM pending_boards JOIN memberships AS member USING (board_id)
+    UNION
+    SELECT ord, user_id FROM pending_users
+    UNION
+    SELECT pending_users.ord, theirs.user_id
+    FROM pending_users
+    JOIN memberships AS mine ON mine.user_id = pending_users.user_id
+    JOIN memberships AS theirs ON theirs.board_id = mine.board_id
+), kept AS MATERIALIZED (
+    SELECT input.*, row_number() OVER (ORDER BY input.ord) AS rank
+    FROM input
+    WHERE EXISTS (SELECT FROM concerned WHERE concerned.ord = input.ord)
+), locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(:lock_key)
+), ids AS MATERIALIZED (
+    SELECT nextval('change_log_id_seq'::regclass) AS id FROM locked, kept
+), ranked AS MATERIALIZED (
+    SELECT id, row_number() OVER (ORDER BY id) AS rank FROM ids
+), numbered AS MATERIALIZED (
+    SELECT ranked.id, kept.* FROM kept JOIN ranked USING (rank)
 ), logged AS (
     INSERT INTO change_log (id, committed_at, typename, record_id, op, version)
     SELECT id, CAST(:committed_at AS TIMESTAMPTZ), typename, record_id, op, version
     FROM numbered
 ), audience AS (
     INSERT INTO change_audience (user_id, change_id)
-    SELECT concerned.user_id, numbered.id
-    FROM unnest(CAST(:audience_ords AS BIGINT[]), CAST(:audience_users AS INTEGER[]))
-        AS concerned(ord, user_id)
-    JOIN numbered USING (ord)
+    SELECT concerned.user_id, numbered.id FROM concerned JOIN numbered USING (ord)
 )
-SELECT id FROM numbered ORDER BY ord
+SELECT numbered.ord, numbered.id, array_agg(concerned.user_id) AS users
+FROM numbered JOIN concerned USING (ord)
+GROUP BY numbered.ord, numbered.id
+ORDER BY numbered.ord
 """
 )
 
 
-def _write_postgresql(
-    connection: Connection, changes: Sequence[Change], now: datetime
-) -> list[int]:
-    audience_ords: list[int] = []
-    audience_users: list[int] = []
+def _write_postgresql(connection: Connection, changes: Sequence[Change], now: datetime) -> None:
+    given: list[tuple[int, int]] = []
+    boards: list[tuple[int, int]] = []
+    users: list[tuple[int, int]] = []
     for ord_, change in enumerate(changes, start=1):  # WITH ORDINALITY counts from 1
-        for user in sorted(change.audience):
-            audience_ords.append(ord_)
-            audience_users.append(user)
+        given.extend((ord_, user) for user in change.audience)
+        for audience in change.pending:
+            if isinstance(audience, BoardAudience):
+                boards.append((ord_, audience.board_id))
+            else:
+                users.append((ord_, audience.user_id))
     rows = connection.execute(
         _WRITE_POSTGRESQL,
         {
@@ -115,15 +151,25 @@ def _write_postgresql(
             "ops": [change.op.value for change in changes],
             "versions": [change.version for change in changes],
             "committed_at": now,
-            "audience_ords": audience_ords,
-            "audience_users": audience_users,
+            "audience_ords": [o for o, _ in given],
+            "audience_users": [u for _, u in given],
+            "board_ords": [o for o, _ in boards],
+            "board_ids": [b for _, b in boards],
+            "user_ords": [o for o, _ in users],
+            "user_ids": [u for _, u in users],
         },
     )
-    return list(rows.scalars())
+    written = {row.ord: (row.id, set(row.users)) for row in rows}
+    for ord_, change in enumerate(changes, start=1):
+        change.change_id, change.audience = written.get(ord_, (None, set()))
+        change.pending = set()
+        change.committed_at = now
 
 
-def _write_generic(connection: Connection, changes: Sequence[Change], now: datetime) -> list[int]:
+def _write_generic(connection: Connection, changes: Sequence[Change], now: datetime) -> None:
     """SQLite: one writer at a time already gives commit order; two statements."""
+    if not changes:
+        return
     ids = (
         connection.execute(
             insert(change_log).returning(change_log.c.id, sort_by_parameter_order=True),
@@ -141,14 +187,13 @@ def _write_generic(connection: Connection, changes: Sequence[Change], now: datet
         .scalars()
         .all()
     )
-    audience = [
-        {"user_id": user, "change_id": change_id}
-        for change, change_id in zip(changes, ids, strict=True)
-        for user in change.audience
-    ]
+    audience: list[dict[str, int]] = []
+    for change, change_id in zip(changes, ids, strict=True):
+        change.change_id = change_id
+        change.committed_at = now
+        audience.extend({"user_id": user, "change_id": change_id} for user in change.audience)
     if audience:
         connection.execute(insert(change_audience), audience)
-    return list(ids)
 
 
 async def changes_since(

@@ -1,6 +1,7 @@
 """Writing the change log (subscriptions.changelog.record_changes), on both databases:
-ids follow the order of the changes, every change has its audience rows, and on
-PostgreSQL concurrent writers never leave a hole a reader could skip."""
+ids follow the order of the changes, every change has its audience rows; on PostgreSQL
+the one-statement write resolves pending audiences and concurrent writers never leave a
+hole a reader could skip."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+import models
 from models import change_audience, change_log
 from models.database import create_engine
-from models.realtime import RecordKey
+from models.realtime import BoardAudience, RecordKey, UserAudience
 from subscriptions.changelog import record_changes
 from subscriptions.changes import Change, ChangeOp
 
@@ -130,3 +132,69 @@ async def test_concurrent_writers_leave_no_hole_for_a_reader_on_postgresql(
         # Consecutive and in input order: nobody else took ids while the lock was held.
         assert ids == list(range(ids[0], ids[0] + per_writer))
     assert seen == sorted(i for ids in committed for i in ids)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_pending_audiences_are_resolved_in_the_write_and_nobody_means_no_row(
+    engine: AsyncEngine,
+) -> None:
+    """On PostgreSQL the write reads the memberships itself (Change.pending): a board's
+    members, a user and their board peers; a change that concerns nobody is skipped."""
+    async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+        ann, bob, cid, dan = (
+            models.User(email=f"{n}@example.com", name=n, password_hash="-")
+            for n in ("ann", "bob", "cid", "dan")
+        )
+        session.add_all([ann, bob, cid, dan])
+        await session.flush()
+        shared, empty = (
+            models.Board(name="Shared", owner_id=ann.id),
+            models.Board(name="Empty", owner_id=ann.id),
+        )
+        session.add_all([shared, empty])
+        await session.flush()
+        session.add_all(
+            models.Membership(board_id=shared.id, user_id=user.id, role=models.Role.EDITOR)
+            for user in (ann, bob)
+        )
+    changes = [
+        Change(RecordKey("Card", 1), ChangeOp.UPDATED, 2, pending={BoardAudience(shared.id)}),
+        Change(RecordKey("Card", 2), ChangeOp.UPDATED, 2, pending={BoardAudience(empty.id)}),
+        Change(RecordKey("User", ann.id), ChangeOp.UPDATED, 3, pending={UserAudience(ann.id)}),
+        Change(RecordKey("User", dan.id), ChangeOp.UPDATED, 3, pending={UserAudience(dan.id)}),
+        Change(
+            RecordKey("Board", shared.id),
+            ChangeOp.UPDATED,
+            None,
+            {cid.id},
+            pending={BoardAudience(shared.id), BoardAudience(empty.id)},
+        ),
+    ]
+    async with AsyncSession(engine) as session, session.begin():
+        await session.run_sync(lambda sync: record_changes(sync, changes))
+    assert [c.audience for c in changes] == [
+        {ann.id, bob.id},
+        set(),  # nobody is a member: not written
+        {ann.id, bob.id},
+        {dan.id},  # the user themself, sharing no board
+        {ann.id, bob.id, cid.id},
+    ]
+    assert all(not c.pending for c in changes)
+    assert changes[1].change_id is None
+    ids = [c.change_id for c in changes if c.change_id is not None]
+    assert len(ids) == 4
+    assert ids == list(range(ids[0], ids[0] + 4))  # in input order, no gap for the skipped
+    async with engine.connect() as connection:
+        logged = set(
+            await connection.scalars(select(change_log.c.id).where(change_log.c.id.in_(ids)))
+        )
+        audience_rows = {
+            (change_id, user_id)
+            for change_id, user_id in await connection.execute(
+                select(change_audience.c.change_id, change_audience.c.user_id)
+            )
+        }
+    assert logged == set(ids)
+    assert audience_rows == {
+        (c.change_id, user) for c in changes if c.change_id is not None for user in c.audience
+    }
