@@ -42,13 +42,13 @@ def _ping_on_checkout(engine: AsyncEngine) -> None:
     """Check a pooled connection is alive before handing it out, so that a restarted
     PostgreSQL (or a connection it dropped) costs no request an error.
 
-    This is pool_pre_ping in one round trip: SQLAlchemy's asyncpg ping is BEGIN, a
-    prepared ";", ROLLBACK (three round trips, paid by every request and every relay
-    write). A SELECT 1 over the simple query protocol needs no transaction and no
-    prepared statement, so it also suits pgbouncer's transaction pooling, which is why
-    SQLAlchemy wraps its ping in a transaction. (Not ";": asyncpg fails on the empty
-    query's missing command tag.) A failure raises DisconnectionError:
-    the pool discards the connection and checks out a fresh one (as pre_ping does).
+    This is pool_pre_ping in one round trip instead of three: SQLAlchemy's asyncpg
+    ping is BEGIN, a prepared ";", ROLLBACK (the transaction keeps the prepare and the
+    execute on one server behind pgbouncer's transaction pooling), paid by every request
+    and every relay write. SELECT 1 over the simple query protocol is one message: no
+    prepared statement, so no transaction needed either. (Not ";": asyncpg fails on the
+    empty query's missing command tag.) A failure raises DisconnectionError: the pool
+    discards the connection and checks out a fresh one, as pre_ping does.
     """
 
     @event.listens_for(engine.sync_engine, "checkout")

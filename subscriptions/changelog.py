@@ -42,7 +42,7 @@ class LoggedChange:
 
 def resolves_audiences(session: Session) -> bool:
     """Whether record_changes resolves Change.pending itself (in its one statement)."""
-    return session.get_bind().dialect.name == "postgresql"
+    return session.connection().dialect.name == "postgresql"
 
 
 def record_changes(session: Session, changes: Sequence[Change]) -> None:
