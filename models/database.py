@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -47,8 +47,9 @@ def _ping_on_checkout(engine: AsyncEngine) -> None:
     execute on one server behind pgbouncer's transaction pooling), paid by every request
     and every relay write. SELECT 1 over the simple query protocol is one message: no
     prepared statement, so no transaction needed either. (Not ";": asyncpg fails on the
-    empty query's missing command tag.) A failure raises DisconnectionError: the pool
-    discards the connection and checks out a fresh one, as pre_ping does.
+    empty query's missing command tag.) A failure does what a failed pre_ping does: the
+    pool discards its connections (a dead one usually means PostgreSQL restarted) and
+    this checkout gets a fresh one.
     """
 
     @event.listens_for(engine.sync_engine, "checkout")
@@ -56,7 +57,7 @@ def _ping_on_checkout(engine: AsyncEngine) -> None:
         try:
             dbapi_connection.run_async(lambda driver: driver.execute("SELECT 1"))
         except Exception as exc:
-            raise DisconnectionError(f"pooled connection failed its ping: {exc!r}") from exc
+            raise InvalidatePoolError(f"pooled connection failed its ping: {exc!r}") from exc
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
