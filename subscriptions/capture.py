@@ -11,6 +11,10 @@ it to a sink only after the outermost COMMIT.
 - Just before the outermost COMMIT the changes are written to the change log, in the
   same transaction as the data (subscriptions.changelog); after it, they go to the sink
   (the relay) to be published.
+- Audiences are read at each flush. For the last flush, which runs right before the
+  change-log write, PostgreSQL's write reads them itself in its one statement: the same
+  transaction state, one round trip fewer per commit. Deletions are always read in
+  before_flush, while the rows that say who saw them still exist.
 - ORM bulk UPDATE/DELETE statements skip flush events entirely; on Realtime models they
   are refused with BulkWriteRefused rather than silently not published.
 """
@@ -21,12 +25,12 @@ import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from sqlalchemy import event, inspect, select
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, aliased
+from sqlalchemy import bindparam, event, inspect, select
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from models import Membership
 from models.realtime import Audience, BoardAudience, Realtime, RecordKey, UserAudience
-from subscriptions.changelog import record_changes
+from subscriptions.changelog import record_changes, resolves_audiences
 from subscriptions.changes import Change, ChangeOp
 
 logger = logging.getLogger("commitcast.capture")
@@ -34,6 +38,7 @@ logger = logging.getLogger("commitcast.capture")
 SINK_KEY = "commitcast.change_sink"
 _BUFFERS = "commitcast.change_buffers"
 _COMMITTING = "commitcast.committing"
+_FINAL_FLUSH = "commitcast.final_flush"
 
 
 class ChangeSink(Protocol):
@@ -74,28 +79,34 @@ def _add(buffer: Buffer, change: Change) -> None:
         buffer[change.key] = merged
 
 
+# Core statements built once: they run in every flush of every mutation, and building
+# them plus the ORM's execution path cost more CPU than the round trip itself.
+_MEMBERSHIPS = Membership.__table__
+_MINE, _THEIRS = _MEMBERSHIPS.alias("mine"), _MEMBERSHIPS.alias("theirs")
+_BOARD_MEMBERS = select(_MEMBERSHIPS.c.board_id, _MEMBERSHIPS.c.user_id).where(
+    _MEMBERSHIPS.c.board_id.in_(bindparam("board_ids", expanding=True))
+)
+_USER_PEERS = (
+    select(_MINE.c.user_id, _THEIRS.c.user_id)
+    .join_from(_MINE, _THEIRS, _THEIRS.c.board_id == _MINE.c.board_id)
+    .where(_MINE.c.user_id.in_(bindparam("user_ids", expanding=True)))
+)
+
+
 def _resolve_audiences(session: Session, audiences: Iterable[Audience]) -> dict[Audience, set[int]]:
-    """User ids per audience, in at most two statements for the whole flush."""
+    """User ids per audience, in at most two statements for the whole flush. They run on
+    the flush's own connection: inside the transaction, before deleted rows are gone."""
     wanted = set(audiences)
     board_ids = {a.board_id for a in wanted if isinstance(a, BoardAudience)}
     user_ids = {a.user_id for a in wanted if isinstance(a, UserAudience)}
     members: dict[int, set[int]] = {b: set() for b in board_ids}
     if board_ids:
-        rows = session.execute(
-            select(Membership.board_id, Membership.user_id).where(
-                Membership.board_id.in_(board_ids)
-            )
-        )
+        rows = session.connection().execute(_BOARD_MEMBERS, {"board_ids": list(board_ids)})
         for board_id, user_id in rows:
             members[board_id].add(user_id)
     peers: dict[int, set[int]] = {u: {u} for u in user_ids}
     if user_ids:
-        mine, theirs = aliased(Membership), aliased(Membership)
-        rows = session.execute(
-            select(mine.user_id, theirs.user_id)
-            .join(theirs, theirs.board_id == mine.board_id)
-            .where(mine.user_id.in_(user_ids))
-        )
+        rows = session.connection().execute(_USER_PEERS, {"user_ids": list(user_ids)})
         for user_id, peer_id in rows:
             peers[user_id].add(peer_id)
     return {
@@ -104,22 +115,27 @@ def _resolve_audiences(session: Session, audiences: Iterable[Audience]) -> dict[
     }
 
 
-def _collect(session: Session, objects: Iterable[tuple[Realtime, ChangeOp, bool]]) -> list[Change]:
-    """Changes for (object, op, announce parents?) triples, parents after children."""
+def _collect(
+    session: Session, objects: Iterable[tuple[Realtime, ChangeOp, bool]], *, defer: bool = False
+) -> list[Change]:
+    """Changes for (object, op, announce parents?) triples, parents after children.
+    `defer`: leave the audiences for the change-log write to resolve (Change.pending)."""
     items = [(obj, op, parents, obj.audience(session)) for obj, op, parents in objects]
     if not items:
         return []
-    resolved = _resolve_audiences(session, (audience for *_, audience in items))
+    resolved = {} if defer else _resolve_audiences(session, (a for *_, a in items))
     changes: list[Change] = []
     for obj, op, announce_parents, audience in items:
-        users = resolved[audience]
+        users = resolved.get(audience, set())
+        pending = {audience} if defer else set()
         # Not inspect(obj).identity: new objects get it only after the flush completes.
         (pk,) = inspect(obj).mapper.primary_key_from_instance(obj)
         key = RecordKey(obj.realtime_typename, pk)
-        changes.append(Change(key, op, getattr(obj, "version", None), set(users)))
+        version = getattr(obj, "version", None)
+        changes.append(Change(key, op, version, set(users), pending=set(pending)))
         if announce_parents:
             changes.extend(
-                Change(parent, ChangeOp.UPDATED, None, set(users))
+                Change(parent, ChangeOp.UPDATED, None, set(users), pending=set(pending))
                 for parent in obj.realtime_parents()
             )
         grants = obj.realtime_grants(session) if op is ChangeOp.CREATED else None
@@ -153,7 +169,11 @@ def _after_flush(session: Session, _flush_context: Any) -> None:
             )
             captured.append((obj, ChangeOp.UPDATED, moved))
     buffer = _buffers(session).setdefault(_current_transaction(session), {})
-    for change in _collect(session, captured):
+    # In the flush right before the change-log write (and only there), the write itself
+    # reads the audiences: one round trip fewer, and the same transaction state.
+    # Deletions are never deferred: before_flush resolves them while their rows exist.
+    defer = session.info.get(_FINAL_FLUSH, False)
+    for change in _collect(session, captured, defer=defer):
         _add(buffer, change)
 
 
@@ -162,11 +182,17 @@ def _before_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a SAVEPOINT release: its changes fold into the enclosing transaction
     # The last flush would otherwise happen after this hook, unseen by the change log.
-    session.flush()
+    session.info[_FINAL_FLUSH] = resolves_audiences(session)
+    try:
+        session.flush()
+    finally:
+        session.info.pop(_FINAL_FLUSH, None)
     root = session.get_transaction()
     buffer = _buffers(session).get(root) if root is not None else None
-    changes = [c for c in buffer.values() if c.audience] if buffer else []
+    changes = [c for c in buffer.values() if c.audience or c.pending] if buffer else []
     if changes:
+        # Fills in the users of pending audiences; a change nobody may see gets no id
+        # and an empty audience, so it is not handed to the relay below.
         record_changes(session, changes)
 
 

@@ -33,12 +33,13 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Session
 
 from models import change_audience, change_log, utcnow
 from models.deployment import deployment
-from models.realtime import RecordKey
+from models.realtime import BoardAudience, RecordKey
 from subscriptions.changes import Change, ChangeOp
 
 # Any constant: it only has to be the same for every process of a deployment.
@@ -56,13 +57,136 @@ class LoggedChange:
     committed_at: datetime | None = None
 
 
+def resolves_audiences(session: Session) -> bool:
+    """Whether record_changes resolves Change.pending itself (in its one statement)."""
+    return session.connection().dialect.name == "postgresql"
+
+
 def record_changes(session: Session, changes: Sequence[Change]) -> None:
     """Write `changes` (and who they concern) in the session's transaction, just before
-    COMMIT, and give each its change id. Runs inside a SQLAlchemy event: synchronous."""
+    COMMIT, and give each its change id. Runs inside a SQLAlchemy event: synchronous.
+
+    Pending audiences (only where resolves_audiences) become users in `audience`. A
+    change that concerns nobody is not written: it keeps no id and an empty audience."""
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _COMMIT_ORDER_LOCK})
     now = utcnow()
+    if connection.dialect.name == "postgresql":
+        _write_postgresql(connection, changes, now)
+    else:
+        if any(change.pending for change in changes):
+            raise ValueError("pending audiences are resolved on PostgreSQL only")
+        _write_generic(connection, [c for c in changes if c.audience], now)
+
+
+# One round trip instead of four (audience query, lock, INSERT ... RETURNING, audience
+# INSERT):
+# - `concerned` is who each change concerns: the users given, plus the members of
+#   pending board audiences and the board peers of pending user audiences (the queries
+#   of subscriptions.capture._resolve_audiences, run in the same transaction).
+# - Only changes that concern someone (`kept`) are written, numbered in input order.
+# - change_log_id_seq is the sequence of change_log.id (a BIGSERIAL, migration 0003;
+#   a test checks the name): ids are taken explicitly so that they can follow the lock.
+# - `locked` is MATERIALIZED and `ids` reads it, so every nextval() runs after the lock
+#   is held (held until COMMIT): the module docstring says why that order matters.
+# - The ids are paired with the kept rows by rank, smallest id to the first change, so
+#   they follow the order of `changes` whatever order nextval() ran in.
+# - Both INSERTs are data-modifying CTEs of one statement; the foreign key from
+#   change_audience is checked at the end of the statement, when change_log has its rows.
+_WRITE_POSTGRESQL = text(
+    """
+WITH input AS MATERIALIZED (
+    SELECT * FROM unnest(
+        CAST(:typenames AS TEXT[]),
+        CAST(:record_ids AS BIGINT[]),
+        CAST(:ops AS TEXT[]),
+        CAST(:versions AS INTEGER[])
+    ) WITH ORDINALITY AS input(typename, record_id, op, version, ord)
+), pending_boards AS (
+    SELECT * FROM unnest(CAST(:board_ords AS BIGINT[]), CAST(:board_ids AS INTEGER[]))
+        AS pending(ord, board_id)
+), pending_users AS (
+    SELECT * FROM unnest(CAST(:user_ords AS BIGINT[]), CAST(:user_ids AS INTEGER[]))
+        AS pending(ord, user_id)
+), concerned AS MATERIALIZED (
+    SELECT * FROM unnest(CAST(:audience_ords AS BIGINT[]), CAST(:audience_users AS INTEGER[]))
+        AS given(ord, user_id)
+    UNION
+    SELECT pending_boards.ord, member.user_id
+    FROM pending_boards JOIN memberships AS member USING (board_id)
+    UNION
+    SELECT ord, user_id FROM pending_users
+    UNION
+    SELECT pending_users.ord, theirs.user_id
+    FROM pending_users
+    JOIN memberships AS mine ON mine.user_id = pending_users.user_id
+    JOIN memberships AS theirs ON theirs.board_id = mine.board_id
+), kept AS MATERIALIZED (
+    SELECT input.*, row_number() OVER (ORDER BY input.ord) AS rank
+    FROM input
+    WHERE EXISTS (SELECT FROM concerned WHERE concerned.ord = input.ord)
+), locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(:lock_key)
+), ids AS MATERIALIZED (
+    SELECT nextval('change_log_id_seq'::regclass) AS id FROM locked, kept
+), ranked AS MATERIALIZED (
+    SELECT id, row_number() OVER (ORDER BY id) AS rank FROM ids
+), numbered AS MATERIALIZED (
+    SELECT ranked.id, kept.* FROM kept JOIN ranked USING (rank)
+), logged AS (
+    INSERT INTO change_log (id, committed_at, typename, record_id, op, version)
+    SELECT id, CAST(:committed_at AS TIMESTAMPTZ), typename, record_id, op, version
+    FROM numbered
+), audience AS (
+    INSERT INTO change_audience (user_id, change_id)
+    SELECT concerned.user_id, numbered.id FROM concerned JOIN numbered USING (ord)
+)
+SELECT numbered.ord, numbered.id, array_agg(concerned.user_id) AS users
+FROM numbered JOIN concerned USING (ord)
+GROUP BY numbered.ord, numbered.id
+ORDER BY numbered.ord
+"""
+)
+
+
+def _write_postgresql(connection: Connection, changes: Sequence[Change], now: datetime) -> None:
+    given: list[tuple[int, int]] = []
+    boards: list[tuple[int, int]] = []
+    users: list[tuple[int, int]] = []
+    for ord_, change in enumerate(changes, start=1):  # WITH ORDINALITY counts from 1
+        given.extend((ord_, user) for user in change.audience)
+        for audience in change.pending:
+            if isinstance(audience, BoardAudience):
+                boards.append((ord_, audience.board_id))
+            else:
+                users.append((ord_, audience.user_id))
+    rows = connection.execute(
+        _WRITE_POSTGRESQL,
+        {
+            "lock_key": _COMMIT_ORDER_LOCK,
+            "typenames": [change.key.typename for change in changes],
+            "record_ids": [change.key.id for change in changes],
+            "ops": [change.op.value for change in changes],
+            "versions": [change.version for change in changes],
+            "committed_at": now,
+            "audience_ords": [o for o, _ in given],
+            "audience_users": [u for _, u in given],
+            "board_ords": [o for o, _ in boards],
+            "board_ids": [b for _, b in boards],
+            "user_ords": [o for o, _ in users],
+            "user_ids": [u for _, u in users],
+        },
+    )
+    written = {row.ord: (row.id, set(row.users)) for row in rows}
+    for ord_, change in enumerate(changes, start=1):
+        change.change_id, change.audience = written.get(ord_, (None, set()))
+        change.pending = set()
+        change.committed_at = now
+
+
+def _write_generic(connection: Connection, changes: Sequence[Change], now: datetime) -> None:
+    """SQLite: one writer at a time already gives commit order; two statements."""
+    if not changes:
+        return
     ids = (
         connection.execute(
             insert(change_log).returning(change_log.c.id, sort_by_parameter_order=True),
@@ -217,10 +341,18 @@ async def bounds(connection: AsyncConnection) -> LogBounds:
     return LogBounds(head=max(int(newest or 0), trimmed), trimmed_through=trimmed)
 
 
+# Ids per UPDATE when marking: well under the drivers' bound parameter limits (32767 on
+# asyncpg), however many publishes a relay gathered into one mark.
+MARK_CHUNK = 5000
+
+
 async def mark_published(connection: AsyncConnection, ids: Sequence[int]) -> None:
-    await connection.execute(
-        update(change_log).where(change_log.c.id.in_(ids)).values(published_at=utcnow())
-    )
+    now = utcnow()
+    for start in range(0, len(ids), MARK_CHUNK):
+        chunk = ids[start : start + MARK_CHUNK]
+        await connection.execute(
+            update(change_log).where(change_log.c.id.in_(chunk)).values(published_at=now)
+        )
 
 
 async def unpublished(

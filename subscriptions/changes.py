@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from models.realtime import RecordKey
+from models.realtime import Audience, RecordKey
 
 
 class ChangeOp(enum.StrEnum):
@@ -27,6 +27,10 @@ class Change:
     # Assigned when the change is written to the change log, just before COMMIT.
     change_id: int | None = None
     committed_at: datetime | None = None
+    # Audiences still to be resolved into `audience` (users) by the change-log write:
+    # capture defers them only for the flush that runs right before it, in the same
+    # transaction, so the users are the same as if resolved at that flush.
+    pending: set[Audience] = field(default_factory=set)
 
     def merge(self, later: Change) -> Change | None:
         """Fold a later change to the same record in the same transaction into this one.
@@ -35,18 +39,19 @@ class Change:
         deleted, before commit).
         """
         audience = self.audience | later.audience
+        pending = self.pending | later.pending
         version = later.version if later.version is not None else self.version
         if later.op is ChangeOp.DELETED:
             if self.op is ChangeOp.CREATED:
                 return None
-            return Change(self.key, ChangeOp.DELETED, version, audience)
+            return Change(self.key, ChangeOp.DELETED, version, audience, pending=pending)
         if self.op is ChangeOp.DELETED:
             # A deleted record's children announce it as their parent as they go:
             # that must not bring it back.
-            return Change(self.key, ChangeOp.DELETED, self.version, audience)
+            return Change(self.key, ChangeOp.DELETED, self.version, audience, pending=pending)
         # CREATED then UPDATED is still a creation; a deleted id never comes back.
         op = ChangeOp.CREATED if self.op is ChangeOp.CREATED else ChangeOp.UPDATED
-        return Change(self.key, op, version, audience)
+        return Change(self.key, op, version, audience, pending=pending)
 
 
 def encode_wakeup(change_id: int) -> str:

@@ -2,7 +2,11 @@
 and, in every process, publish what nobody published and trim the change log.
 
 The capture hook hands over committed changes synchronously (SQLAlchemy events cannot
-await); the relay's task publishes them in commit order, then marks them published.
+await); the relay's task publishes them in commit order, then marks them published:
+marks are gathered for up to MARK_DELAY and written in one UPDATE, because the relay
+shares the event loop (and the connection pool) with the requests. A mark that comes
+late, or never (the process died), only means the sweeper may publish the change again,
+which subscribers tolerate: they read the change log, not the message.
 While the broker is down it logs and retries with backoff, so a broker failure never
 fails a committed mutation. A process that dies between commit and publish leaves
 unpublished rows in the change log: every process sweeps for those and publishes them.
@@ -35,6 +39,9 @@ SWEEP_BATCH = 500
 TRIM_INTERVAL = 60.0
 # At most this many commits are published in one go by the relay.
 RELAY_BATCH_COMMITS = 200
+# Published changes are marked at most this long after their publish, all in one UPDATE.
+# Far below SWEEP_AGE, so the sweeper does not see them as orphans.
+MARK_DELAY = 0.1
 
 
 class Relay:
@@ -52,6 +59,10 @@ class Relay:
         self._engine = engine.execution_options(logging_token="relay")  # noqa: S106 - a log tag
         self._retention = retention
         self._queue: asyncio.Queue[list[Change]] = asyncio.Queue()
+        # Ids of published changes waiting to be marked, one list per publish.
+        self._marks: asyncio.Queue[list[int]] = asyncio.Queue()
+        # Set by idle(): mark now rather than wait for more publishes to join.
+        self._hurry = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.published = 0
         self.swept = 0
@@ -63,12 +74,15 @@ class Relay:
         self._queue.put_nowait(changes)
 
     async def idle(self) -> None:
-        """Return once every change submitted so far has been published."""
+        """Return once every change submitted so far has been published and marked."""
         await self._queue.join()
+        self._hurry.set()
+        await self._marks.join()
 
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._run(), name="change-relay"),
+            asyncio.create_task(self._mark_published(), name="change-marker"),
             asyncio.create_task(self._every(SWEEP_INTERVAL, self.sweep), name="change-sweeper"),
             asyncio.create_task(self._every(TRIM_INTERVAL, self.trim), name="change-log-trim"),
         ]
@@ -167,12 +181,49 @@ class Relay:
         ids = [c.change_id for c in changes if c.change_id is not None]
         if not ids:
             return
-        if connection is not None:
+        if connection is not None:  # the sweeper's, holding the rows' locks: mark now
             await mark_published(connection, ids)
         else:
-            async with self._engine.begin() as own:
-                await mark_published(own, ids)
+            self._marks.put_nowait(ids)
         self._observe_published(changes, source)
+
+    async def _mark_published(self) -> None:
+        """Mark what the relay published, gathering up to MARK_DELAY of publishes into
+        one UPDATE; retried with backoff while the database fails."""
+        while True:
+            batches = [await self._marks.get()]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(MARK_DELAY):
+                    await self._hurry.wait()
+            while not self._marks.empty():
+                batches.append(self._marks.get_nowait())
+            self._hurry.clear()
+            try:
+                await self._mark_with_retry([i for batch in batches for i in batch])
+            finally:
+                for _ in batches:
+                    self._marks.task_done()
+
+    async def _mark_with_retry(self, ids: list[int]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with self._engine.begin() as connection:
+                    await mark_published(connection, ids)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning(
+                    "marking %d changes published failed (%s: %s); retrying in %.1f s",
+                    len(ids),
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+                continue
+            return
 
     def _observe_published(self, changes: list[Change], source: str) -> None:
         self._metrics.changes_published.labels(source).inc(len(changes))

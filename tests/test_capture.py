@@ -235,6 +235,39 @@ async def test_a_removed_member_is_told_and_a_new_member_is_included(
     assert all(c.audience == {world.ann.id, world.bob.id, world.dan.id} for c in batch)
 
 
+async def test_audiences_of_every_flush_count_including_the_last_one_before_commit(
+    sessions: async_sessionmaker[AsyncSession], sink: ListSink, world: World
+) -> None:
+    """Bob sees the card's first edit (flushed while he was a member), so he hears of
+    the change; the last flush (whose audience the change-log write reads on
+    PostgreSQL) finds him gone and a new member there."""
+    async with sessions() as session, session.begin():
+        card = card_for(world)
+        session.add(card)
+    sink.batches.clear()
+    async with sessions() as session, session.begin():
+        edited = await session.get(models.Card, card.id)
+        assert edited is not None
+        edited.title = "first"
+        await session.flush()
+        membership = await session.scalar(
+            select(models.Membership).where(models.Membership.user_id == world.bob.id)
+        )
+        assert membership is not None
+        await session.delete(membership)
+        await session.flush()
+        edited.title = "second"
+        session.add(
+            models.Membership(
+                board_id=world.board.id, user_id=world.dan.id, role=models.Role.VIEWER
+            )
+        )
+    (batch,) = sink.batches
+    audiences = {(c.key.typename, c.key.id): c.audience for c in batch}
+    assert audiences[("Card", card.id)] == {world.ann.id, world.bob.id, world.dan.id}
+    assert all(c.change_id is not None for c in batch)
+
+
 async def test_a_user_change_reaches_the_user_and_everyone_sharing_a_board(
     sessions: async_sessionmaker[AsyncSession], sink: ListSink, world: World
 ) -> None:

@@ -1,0 +1,200 @@
+"""Writing the change log (subscriptions.changelog.record_changes), on both databases:
+ids follow the order of the changes, every change has its audience rows; on PostgreSQL
+the one-statement write resolves pending audiences and concurrent writers never leave a
+hole a reader could skip."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+import models
+from models import change_audience, change_log
+from models.database import create_engine
+from models.realtime import BoardAudience, RecordKey, UserAudience
+from subscriptions.changelog import record_changes
+from subscriptions.changes import Change, ChangeOp
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def some_changes(first_record: int, count: int) -> list[Change]:
+    """Children before parents, as capture orders them; versions and audiences vary."""
+    return [
+        Change(
+            RecordKey("Card" if i < count - 1 else "Board", first_record + i),
+            [ChangeOp.CREATED, ChangeOp.UPDATED, ChangeOp.DELETED][i % 3],
+            None if i % 2 else i + 1,
+            {(first_record + i + u) % 7 + 1 for u in range(i % 3 + 1)},
+        )
+        for i in range(count)
+    ]
+
+
+async def write(session: AsyncSession, changes: Sequence[Change]) -> list[int]:
+    await session.run_sync(lambda sync: record_changes(sync, changes))
+    ids = [c.change_id for c in changes]
+    assert None not in ids
+    return [i for i in ids if i is not None]
+
+
+async def test_ids_follow_the_order_of_the_changes_with_their_audience(
+    engine: AsyncEngine,
+) -> None:
+    changes = some_changes(100, 5)
+    async with AsyncSession(engine) as session, session.begin():
+        ids = await write(session, changes)
+    assert ids == sorted(set(ids))
+    async with engine.connect() as connection:
+        logged = {
+            row.id: row
+            for row in await connection.execute(select(change_log).where(change_log.c.id.in_(ids)))
+        }
+        audience = {
+            (change_id, user_id)
+            for change_id, user_id in await connection.execute(
+                select(change_audience.c.change_id, change_audience.c.user_id)
+            )
+        }
+    for change, change_id in zip(changes, ids, strict=True):
+        row = logged[change_id]
+        assert (row.typename, row.record_id, row.op, row.version) == (
+            change.key.typename,
+            change.key.id,
+            change.op.value,
+            change.version,
+        )
+        assert row.committed_at == change.committed_at
+        assert {u for c, u in audience if c == change_id} == change.audience
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_the_one_statement_write_uses_the_sequence_of_change_log_id(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.connect() as connection:
+        sequence = await connection.scalar(
+            text("SELECT pg_get_serial_sequence('change_log', 'id')")
+        )
+    assert sequence == "public.change_log_id_seq"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_concurrent_writers_leave_no_hole_for_a_reader_on_postgresql(
+    engine: AsyncEngine,
+) -> None:
+    """Writers that take their ids and then linger before COMMIT, racing each other,
+    while a reader follows "ids after my cursor": it must see every id."""
+    writers, per_writer = 12, 4
+    committed: list[list[int]] = []
+    done = asyncio.Event()
+
+    async def writer(n: int) -> None:
+        changes = some_changes(1000 * (n + 1), per_writer)
+        async with AsyncSession(engine) as session, session.begin():
+            ids = await write(session, changes)
+            await asyncio.sleep(random.uniform(0, 0.05))
+        committed.append(ids)
+
+    async def reader() -> list[int]:
+        seen: list[int] = []
+        async with engine.connect() as connection:
+            while True:
+                finished = done.is_set()
+                after = seen[-1] if seen else 0
+                rows = await connection.execute(
+                    select(change_log.c.id).where(change_log.c.id > after).order_by(change_log.c.id)
+                )
+                await connection.commit()  # a fresh snapshot next time
+                seen.extend(rows.scalars())
+                if finished:
+                    return seen
+                await asyncio.sleep(0.001)
+
+    reading = asyncio.create_task(reader())
+    for _ in range(3):  # several rounds: writers start together each time
+        await asyncio.gather(*(writer(n) for n in range(writers)))
+    done.set()
+    seen = await reading
+    for ids in committed:
+        # Consecutive and in input order: nobody else took ids while the lock was held.
+        assert ids == list(range(ids[0], ids[0] + per_writer))
+    assert seen == sorted(i for ids in committed for i in ids)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_pending_audiences_are_resolved_in_the_write_and_nobody_means_no_row(
+    engine: AsyncEngine,
+) -> None:
+    """On PostgreSQL the write reads the memberships itself (Change.pending): a board's
+    members, a user and their board peers; a change that concerns nobody is skipped."""
+    async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+        ann, bob, cid, dan = (
+            models.User(email=f"{n}@example.com", name=n, password_hash="-")
+            for n in ("ann", "bob", "cid", "dan")
+        )
+        session.add_all([ann, bob, cid, dan])
+        await session.flush()
+        shared, empty = (
+            models.Board(name="Shared", owner_id=ann.id),
+            models.Board(name="Empty", owner_id=ann.id),
+        )
+        session.add_all([shared, empty])
+        await session.flush()
+        session.add_all(
+            models.Membership(board_id=shared.id, user_id=user.id, role=models.Role.EDITOR)
+            for user in (ann, bob)
+        )
+    changes = [
+        Change(RecordKey("Card", 1), ChangeOp.UPDATED, 2, pending={BoardAudience(shared.id)}),
+        Change(RecordKey("Card", 2), ChangeOp.UPDATED, 2, pending={BoardAudience(empty.id)}),
+        Change(RecordKey("User", ann.id), ChangeOp.UPDATED, 3, pending={UserAudience(ann.id)}),
+        Change(RecordKey("User", dan.id), ChangeOp.UPDATED, 3, pending={UserAudience(dan.id)}),
+        Change(
+            RecordKey("Board", shared.id),
+            ChangeOp.UPDATED,
+            None,
+            {cid.id},
+            pending={BoardAudience(shared.id), BoardAudience(empty.id)},
+        ),
+    ]
+    async with AsyncSession(engine) as session, session.begin():
+        await session.run_sync(lambda sync: record_changes(sync, changes))
+    assert [c.audience for c in changes] == [
+        {ann.id, bob.id},
+        set(),  # nobody is a member: not written
+        {ann.id, bob.id},
+        {dan.id},  # the user themself, sharing no board
+        {ann.id, bob.id, cid.id},
+    ]
+    assert all(not c.pending for c in changes)
+    assert changes[1].change_id is None
+    ids = [c.change_id for c in changes if c.change_id is not None]
+    assert len(ids) == 4
+    assert ids == list(range(ids[0], ids[0] + 4))  # in input order, no gap for the skipped
+    async with engine.connect() as connection:
+        logged = set(
+            await connection.scalars(select(change_log.c.id).where(change_log.c.id.in_(ids)))
+        )
+        audience_rows = {
+            (change_id, user_id)
+            for change_id, user_id in await connection.execute(
+                select(change_audience.c.change_id, change_audience.c.user_id)
+            )
+        }
+    assert logged == set(ids)
+    assert audience_rows == {
+        (c.change_id, user) for c in changes if c.change_id is not None for user in c.audience
+    }
