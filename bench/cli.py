@@ -89,6 +89,11 @@ async def measure(
         await pool.close("pairs")
 
         log(f"{kind}: memory per idle subscribed connection")
+        # On a fresh process: after the workloads above, freed memory would be reused
+        # by the new connections without RSS growing (or an earlier peak kept), and
+        # the slope would measure the allocator's history instead.
+        await target.stop()
+        await target.start()
         results["memory"] = await bench.memory()
 
         log(f"{kind}: {len(crowd)} members of one board")
@@ -206,7 +211,10 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
         and p99_high <= 50
         and value(ours, "latency_many_subs", "missing_final_states") == 0,
         "memory_le_20_kib": (value(ours, "memory", "kib_per_connection") or 1e9) <= 20,
-        "sql_constant_in_local_subscribers": bool(sql) and len(set(sql.values())) == 1,
+        # Within one statement: the relay marks what it published once per 0.1 s, so a
+        # share of one statement per change comes and goes with timing.
+        "sql_constant_in_local_subscribers": bool(sql)
+        and max(sql.values()) - min(sql.values()) < 1,
         "realtime_adds_le_10_percent": on is not None and off is not None and on <= 1.1 * off,
     }
 

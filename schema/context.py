@@ -236,9 +236,10 @@ class Context:
         self._loaders = None
 
     async def close(self) -> None:
-        if self._shared is not None:
-            # Never read through them once released: their session may be gone.
-            self.fresh_reads()
+        # Loads are not kept past their session: shared ones may be read by nobody
+        # else now, and an idle WebSocket connection (one Context for its life) must
+        # not hold a set of loaders and the rows they cached.
+        self.fresh_reads()
         async with self._lock:
             if self._session is not None:
                 await self._session.close()
