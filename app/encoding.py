@@ -23,11 +23,16 @@ def encode_json(message: object) -> str:
             and isinstance(payload.get("data"), EncodedOnce)
             and next(reversed(message)) == "payload"
         ):
-            head = json.dumps(
+            data: EncodedOnce = payload["data"]
+            spliced = '"payload":{"data":' + data.json + "}}"
+            if len(message) == 3 and message.get("type") == "next" and "id" in message:
+                # graphql-transport-ws `next`, keys in strawberry's order: id, type, payload.
+                if next(iter(message)) == "id":
+                    operation = json.dumps(message["id"], separators=SEPARATORS)
+                    return '{"id":' + operation + ',"type":"next",' + spliced
+            rest = json.dumps(
                 {key: value for key, value in message.items() if key != "payload"},
                 separators=SEPARATORS,
             )
-            data: EncodedOnce = payload["data"]
-            spliced = '"payload":{"data":' + data.json + "}}"
-            return (head[:-1] + "," if len(head) > 2 else "{") + spliced
+            return (rest[:-1] + "," if len(rest) > 2 else "{") + spliced
     return json.dumps(message, separators=SEPARATORS)

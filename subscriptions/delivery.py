@@ -124,7 +124,10 @@ class Delivery:
             )
 
     def _delivered(self, op: str) -> None:
-        self._metrics.changes_delivered.labels(op).inc()
+        counter = self._metrics.delivered_by_op.get(op)
+        if counter is None:
+            counter = self._metrics.changes_delivered.labels(op)
+        counter.inc()
         committed_at = self._change.committed_at
         if committed_at is not None:
             # Clocks of different hosts may disagree by a little: never negative.

@@ -122,8 +122,10 @@ class Metrics:
             self.active_subscriptions.labels(transport)
         for source in ("relay", "sweeper"):
             self.changes_published.labels(source)
-        for op in ("CREATED", "UPDATED", "DELETED"):
-            self.changes_delivered.labels(op)
+        # (Looked up per delivered update: the labelled counters, found once.)
+        self.delivered_by_op = {
+            op: self.changes_delivered.labels(op) for op in ("CREATED", "UPDATED", "DELETED")
+        }
         for reason in (DISCONNECTED, RELOAD_ERROR):
             self.failed_deliveries.labels(reason)
         for reason in RESYNC_REASONS:
