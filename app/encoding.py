@@ -25,11 +25,10 @@ def encode_json(message: object) -> str:
         ):
             data: EncodedOnce = payload["data"]
             spliced = '"payload":{"data":' + data.json + "}}"
-            if len(message) == 3 and message.get("type") == "next" and "id" in message:
-                # graphql-transport-ws `next`, keys in strawberry's order: id, type, payload.
-                if next(iter(message)) == "id":
-                    operation = json.dumps(message["id"], separators=SEPARATORS)
-                    return '{"id":' + operation + ',"type":"next",' + spliced
+            # graphql-transport-ws `next`, keys in strawberry's order: id, type, payload.
+            if len(message) == 3 and next(iter(message)) == "id" and message["type"] == "next":
+                operation = json.dumps(message["id"], separators=SEPARATORS)
+                return '{"id":' + operation + ',"type":"next",' + spliced
             rest = json.dumps(
                 {key: value for key, value in message.items() if key != "payload"},
                 separators=SEPARATORS,
