@@ -26,7 +26,7 @@ def encode_json(message: object) -> str:
             data: EncodedOnce = payload["data"]
             spliced = '"payload":{"data":' + data.json + "}}"
             # graphql-transport-ws `next`, keys in strawberry's order: id, type, payload.
-            if len(message) == 3 and next(iter(message)) == "id" and message["type"] == "next":
+            if len(message) == 3 and next(iter(message)) == "id" and message.get("type") == "next":
                 operation = json.dumps(message["id"], separators=SEPARATORS)
                 return '{"id":' + operation + ',"type":"next",' + spliced
             rest = json.dumps(

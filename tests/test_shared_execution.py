@@ -202,6 +202,7 @@ async def test_each_viewer_gets_their_own_execution(realtime: Realtime) -> None:
         {"payload": {"data": {}}},
         {"id": [1, {"a": 2}], "type": "next", "payload": {"data": {"n": 1}}},
         {"type": "next", "id": "2", "payload": {"data": {"n": 1}}},
+        {"id": "3", "kind": "next", "payload": {"data": {"n": 1}}},
     ],
 )
 def test_a_shared_result_is_spliced_into_the_same_json(message: dict[str, Any]) -> None:
