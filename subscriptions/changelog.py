@@ -218,25 +218,19 @@ async def changes_since(
 ) -> list[LoggedChange]:
     """The user's changes with ids above `after`, oldest first, at most `limit`."""
     rows = await connection.execute(
-        select(
-            change_log.c.id,
-            change_log.c.typename,
-            change_log.c.record_id,
-            change_log.c.op,
-            change_log.c.version,
-            change_log.c.committed_at,
-        )
+        select(*_COLUMNS)
         .join(change_audience, change_audience.c.change_id == change_log.c.id)
         .where(change_audience.c.user_id == user_id, change_audience.c.change_id > after)
         .order_by(change_audience.c.change_id)
         .limit(limit)
     )
-    return [
-        LoggedChange(
-            row.id, row.typename, row.record_id, ChangeOp(row.op), row.version, row.committed_at
-        )
-        for row in rows
-    ]
+    return [_logged(row) for row in rows]
+
+
+def _logged(row: Any) -> LoggedChange:
+    return LoggedChange(
+        row.id, row.typename, row.record_id, ChangeOp(row.op), row.version, row.committed_at
+    )
 
 
 _COLUMNS = (
@@ -316,11 +310,7 @@ async def changes_since_each(
         ]
         statement = union_all(*(select(part) for part in parts))
     for row in await connection.execute(statement):
-        found[(row.req_user, row.req_after)].append(
-            LoggedChange(
-                row.id, row.typename, row.record_id, ChangeOp(row.op), row.version, row.committed_at
-            )
-        )
+        found[(row.req_user, row.req_after)].append(_logged(row))
     for listed in found.values():
         listed.sort(key=lambda change: change.id)  # rows come in order per request only
     return found

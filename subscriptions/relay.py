@@ -140,24 +140,7 @@ class Relay:
                     self._queue.task_done()
 
     async def _publish_with_retry(self, changes: list[Change]) -> None:
-        delay = 0.1
-        while True:
-            try:
-                await self._publish_once(changes)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning(
-                    "publishing %d changes failed (%s: %s); retrying in %.1f s",
-                    len(changes),
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_DELAY)
-                continue
-            return
+        await _with_retry(lambda: self._publish_once(changes), f"publishing {len(changes)} changes")
 
     async def _publish_once(
         self,
@@ -205,25 +188,11 @@ class Relay:
                     self._marks.task_done()
 
     async def _mark_with_retry(self, ids: list[int]) -> None:
-        delay = 0.1
-        while True:
-            try:
-                async with self._engine.begin() as connection:
-                    await mark_published(connection, ids)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning(
-                    "marking %d changes published failed (%s: %s); retrying in %.1f s",
-                    len(ids),
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_DELAY)
-                continue
-            return
+        async def mark() -> None:
+            async with self._engine.begin() as connection:
+                await mark_published(connection, ids)
+
+        await _with_retry(mark, f"marking {len(ids)} changes published")
 
     def _observe_published(self, changes: list[Change], source: str) -> None:
         self._metrics.changes_published.labels(source).inc(len(changes))
@@ -243,3 +212,22 @@ class Relay:
                 raise
             except Exception:
                 logger.exception("%s failed; trying again in %.0f s", job.__name__, seconds)
+
+
+async def _with_retry(action: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run `action` until it succeeds, logging each failure and backing off (the broker
+    or the database may be down for a while; what is committed must still go out)."""
+    delay = 0.1
+    while True:
+        try:
+            await action()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning(
+                "%s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
+            continue
+        return
