@@ -352,14 +352,7 @@ async def unpublished(
     publish), locked against other sweepers where the database can (SKIP LOCKED)."""
     rows = (
         await connection.execute(
-            select(
-                change_log.c.id,
-                change_log.c.typename,
-                change_log.c.record_id,
-                change_log.c.op,
-                change_log.c.version,
-                change_log.c.committed_at,
-            )
+            select(*_COLUMNS)
             .where(change_log.c.published_at.is_(None), change_log.c.committed_at < older_than)
             .order_by(change_log.c.id)
             .limit(limit)
