@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from broadcaster._base import Event
 from redis.asyncio.client import PubSub
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -37,6 +39,19 @@ GAP: Final = _Gap()
 """Returned by next_published(): messages may have been lost since the last one."""
 
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# PUBLISH one message (ARGV[1]) to every channel that follows it; returns how many
+# subscribers received it, like PUBLISH.
+FAN_OUT = """
+local received = 0
+for i = 2, #ARGV do
+  received = received + redis.call('PUBLISH', ARGV[i], ARGV[1])
+end
+return received
+"""
+FAN_OUT_SHA = hashlib.sha1(FAN_OUT.encode()).hexdigest()  # noqa: S324 - Redis's script id
+# Channels per script call: each call runs alone on the Redis server, briefly.
+FAN_OUT_CHUNK = 500
 
 
 class MemoryBackend(BroadcasterMemoryBackend):
@@ -107,13 +122,34 @@ class RedisBackend:
         await self._command(lambda client: client.publish(channel, message))
 
     async def publish_many(self, messages: list[tuple[str, str]]) -> None:
+        """Publish each (channel, message). A change's wake-up goes to every member of
+        its audience with the same text: those go out as one script call per message
+        (FAN_OUT), not one PUBLISH each, so a change 1,000 users see costs this process
+        one command to encode and one reply to read, not 1,000."""
+        # Runs of one message, in order (so each channel gets its messages in order).
+        runs: list[tuple[str, list[str]]] = []
+        for channel, message in messages:
+            if runs and runs[-1][0] == message:
+                runs[-1][1].append(channel)
+            else:
+                runs.append((message, [channel]))
+
         async def send(client: redis.Redis) -> None:
             async with client.pipeline(transaction=False) as pipe:
-                for channel, message in messages:
-                    pipe.publish(channel, message)
+                for message, targets in runs:
+                    for at in range(0, len(targets), FAN_OUT_CHUNK):
+                        pipe.evalsha(FAN_OUT_SHA, 0, message, *targets[at : at + FAN_OUT_CHUNK])
                 await pipe.execute()
 
-        await self._command(send)
+        async def send_loading_the_script(client: redis.Redis) -> None:
+            try:
+                await send(client)
+            except NoScriptError:
+                # A new (or restarted, or flushed) Redis does not know it yet.
+                await client.script_load(FAN_OUT)
+                await send(client)
+
+        await self._command(send_loading_the_script)
 
     async def _command(self, run: Callable[[redis.Redis], Awaitable[object]]) -> None:
         client = self._require_client()

@@ -283,6 +283,26 @@ async def test_messages_cross_between_broker_instances(
         assert await receive_n(on_second, 3) == expected
 
 
+async def test_one_message_to_many_channels_reaches_each_even_after_a_script_flush(
+    redis_url: str, open_broker: OpenBroker, redis_client: redis.Redis
+) -> None:
+    """publish_many sends a run of one message to many channels as one script call
+    (the relay's wake-up for a change's whole audience); a Redis that lost the script
+    (restarted, SCRIPT FLUSH) gets it again."""
+    broker = await open_broker(redis_url)
+    channels = [unique_channel(f"fan{n}") for n in range(3)]
+    async with contextlib.AsyncExitStack() as stack:
+        subscribers = [await stack.enter_async_context(broker.subscribe(c)) for c in channels]
+        for round_ in range(2):
+            await redis_client.script_flush()
+            await broker.publish_many(
+                [(c, f"change {round_}") for c in channels] + [(channels[0], f"then {round_}")]
+            )
+            assert await receive_n(subscribers[0], 2) == [f"change {round_}", f"then {round_}"]
+            for subscriber in subscribers[1:]:
+                assert await receive(subscriber) == f"change {round_}"
+
+
 async def test_namespaces_keep_deployments_on_one_redis_apart(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
