@@ -41,7 +41,7 @@ from subscriptions.hub import Batch
 SCOPE_KEY = "schema.shared_reads"
 # How long the SharedReads to join outlives its last holder (seconds): long enough for
 # the other subscriptions woken by the same change to join, short enough that an idle
-# process gives its connection back at once.
+# process holds its connection no longer than that.
 LINGER = 0.05
 
 logger = logging.getLogger("commitcast.delivery")
