@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -200,12 +200,14 @@ class Context:
             self._shared.release()
             self._shared = None
 
-    async def run_query(self, statement: Select[Any]) -> Sequence[Any]:
+    async def run_query(
+        self, statement: Select[Any], parameters: Mapping[str, Any]
+    ) -> Sequence[Any]:
         async with self._lock:
             if self._session is None:
                 self._session_clock = self.access_fence.clock
                 self._session = self.read_sessions()
-            return await scalars(self._session, statement)
+            return await scalars(self._session, statement, parameters)
 
     @property
     def snapshot_clock(self) -> int | None:

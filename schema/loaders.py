@@ -8,16 +8,18 @@ until a write commits); it is never kept on a WebSocket connection.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import BindParameter, Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
 from models import Board, Card, Comment, Membership, Record, Role, User
 
-RunQuery = Callable[[Select[Any]], Awaitable[Sequence[Any]]]
+# (statement, its bound parameters) -> the rows' first column (ORM instances).
+RunQuery = Callable[[Select[Any], Mapping[str, Any]], Awaitable[Sequence[Any]]]
 R = TypeVar("R", bound=Record)
 K = TypeVar("K", bound=Hashable)
 
@@ -42,7 +44,7 @@ class RecordLoaders:
         if loader is None:
 
             async def load(ids: list[int]) -> list[R | None]:
-                rows = await self._run(select(model).where(model.id.in_(ids)))
+                rows = await self._run(_by_ids(model), {"keys": ids})
                 found = {row.id: row for row in rows}
                 return [found.get(i) for i in ids]
 
@@ -50,8 +52,10 @@ class RecordLoaders:
         return loader
 
     def _grouped(self, model: type[R], key: Any, *order: Any) -> DataLoader[int, list[R]]:
+        statement = select(model).where(key.in_(_KEYS)).order_by(*order)
+
         async def load(keys: list[int]) -> list[list[R]]:
-            rows = await self._run(select(model).where(key.in_(keys)).order_by(*order))
+            rows = await self._run(statement, {"keys": keys})
             groups: dict[int, list[R]] = defaultdict(list)
             for row in rows:
                 groups[getattr(row, key.key)].append(row)
@@ -79,7 +83,7 @@ class AccessLoaders:
         self._members: DataLoader[int, dict[int, Role]] = DataLoader(self._boards_members)
 
     async def _boards_members(self, boards: list[int]) -> list[dict[int, Role]]:
-        rows = await self._run(select(Membership).where(Membership.board_id.in_(boards)))
+        rows = await self._run(_boards_memberships(), {"keys": boards})
         members: dict[int, dict[int, Role]] = {board: {} for board in boards}
         for m in rows:
             members[m.board_id][m.user_id] = m.role
@@ -92,23 +96,17 @@ class AccessLoaders:
         # One statement for every pair: the product of their users and boards is a
         # superset (usually exact: one board, many viewers), filtered here.
         rows = await self._run(
-            select(Membership).where(
-                Membership.user_id.in_({user for user, _ in pairs}),
-                Membership.board_id.in_({board for _, board in pairs}),
-            )
+            _memberships_of_users_on_boards(),
+            {"users": list({user for user, _ in pairs}), "boards": list({b for _, b in pairs})},
         )
         roles = {(m.user_id, m.board_id): m.role for m in rows}
         return [roles.get(pair) for pair in pairs]
 
     async def _peers(self, pairs: list[tuple[int, int]]) -> list[bool]:
         users = {user for _, user in pairs}
-        # The memberships of every viewer and user involved, on the users' boards only.
-        their_boards = select(Membership.board_id).where(Membership.user_id.in_(users))
         rows = await self._run(
-            select(Membership).where(
-                Membership.user_id.in_(users | {viewer for viewer, _ in pairs}),
-                Membership.board_id.in_(their_boards),
-            )
+            _peer_memberships(),
+            {"users": list(users), "involved": list(users | {viewer for viewer, _ in pairs})},
         )
         boards: dict[int, set[int]] = defaultdict(set)
         for membership in rows:
@@ -162,5 +160,48 @@ class Loaders:
         return list(await self._access.peers.load_many([(viewer, u) for u in user_ids]))
 
 
-async def scalars(session: AsyncSession, statement: Select[Any]) -> Sequence[Any]:
-    return (await session.scalars(statement)).all()
+async def scalars(
+    session: AsyncSession, statement: Select[Any], parameters: Mapping[str, Any]
+) -> Sequence[Any]:
+    return (await session.scalars(statement, parameters)).all()
+
+
+# The hot statements are built once and run with bound parameters: building a SELECT
+# and its cache key costs more CPU than running it (py-spy, deliveries), and a reused
+# statement object keeps its cache key.
+_KEYS: BindParameter[Any] = bindparam("keys", expanding=True)
+
+
+_BY_IDS: dict[type[Any], Select[Any]] = {}
+
+
+def _by_ids(model: type[R]) -> Select[R]:
+    statement = _BY_IDS.get(model)
+    if statement is None:
+        statement = _BY_IDS[model] = select(model).where(model.id.in_(_KEYS))
+    return statement
+
+
+@cache
+def _boards_memberships() -> Select[Membership]:
+    return select(Membership).where(Membership.board_id.in_(_KEYS))
+
+
+@cache
+def _memberships_of_users_on_boards() -> Select[Membership]:
+    return select(Membership).where(
+        Membership.user_id.in_(bindparam("users", expanding=True)),
+        Membership.board_id.in_(bindparam("boards", expanding=True)),
+    )
+
+
+@cache
+def _peer_memberships() -> Select[Membership]:
+    """The memberships of every viewer and user involved, on the users' boards only."""
+    their_boards = select(Membership.board_id).where(
+        Membership.user_id.in_(bindparam("users", expanding=True))
+    )
+    return select(Membership).where(
+        Membership.user_id.in_(bindparam("involved", expanding=True)),
+        Membership.board_id.in_(their_boards),
+    )

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Select
@@ -148,7 +148,7 @@ class SharedReads:
             except Exception:
                 logger.exception("closing a shared read session failed")
 
-    async def _run(self, statement: Select[Any]) -> Sequence[Any]:
+    async def _run(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Sequence[Any]:
         # One AsyncSession runs one statement at a time; the holders' resolvers run
         # concurrently.
         async with self._lock:
@@ -158,7 +158,7 @@ class SharedReads:
                 self._opened_at = time.monotonic_ns()
                 self._session = self._sessions()
             try:
-                return await scalars(self._session, statement)
+                return await scalars(self._session, statement, parameters)
             finally:
                 if not self._holders and self._expiry is None:
                     # Read after the last holder let go (a resolver finishing late):

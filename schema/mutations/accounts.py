@@ -51,7 +51,7 @@ class AccountMutations:
         # tells nobody which addresses are registered.
         await ctx.limit_rate(LOGINS_PER_EMAIL, email.lower())
         rows = await ctx.run_query(
-            select(models.User).where(func.lower(models.User.email) == email.lower())
+            select(models.User).where(func.lower(models.User.email) == email.lower()), {}
         )
         user = rows[0] if rows else None
         ok = await ctx.auth.verify_password(user.password_hash if user else None, input.password)

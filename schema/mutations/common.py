@@ -63,7 +63,7 @@ async def write_record(
         async with ctx.write() as session:
             yield session
     except ConcurrentChange:
-        versions = await ctx.run_query(select(model.version).where(model.id == pk))
+        versions = await ctx.run_query(select(model.version).where(model.id == pk), {})
         if not versions:
             raise not_found(kind) from None
         raise conflict(kind, versions[0]) from None
