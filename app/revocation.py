@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.auth import TokenClaims
 from app.live_sockets import LiveSockets
 from models import token_revocations, utcnow
+from models.database import single_statement_reads
 from subscriptions.broker import Broker
 
 logger = logging.getLogger("commitcast.revocation")
@@ -52,6 +53,8 @@ class TokenRevocations:
         self, engine: AsyncEngine, broker: Broker, sockets: LiveSockets, token_ttl_seconds: int
     ) -> None:
         self._engine = engine.execution_options(logging_token="revocation")  # noqa: S106 - a log tag
+        # The per-request check is one statement: no transaction around it.
+        self._check_engine = single_statement_reads(self._engine)
         self._broker = broker
         self._sockets = sockets
         self._token_ttl = token_ttl_seconds
@@ -74,7 +77,7 @@ class TokenRevocations:
         self._tasks = []
 
     async def is_revoked(self, claims: TokenClaims) -> bool:
-        async with self._engine.connect() as connection:
+        async with self._check_engine.connect() as connection:
             found = await connection.scalar(
                 _REVOKED,
                 {

@@ -52,7 +52,7 @@ class RecordLoaders:
         return loader
 
     def _grouped(self, model: type[R], key: Any, *order: Any) -> DataLoader[int, list[R]]:
-        statement = select(model).where(key.in_(_KEYS)).order_by(*order)
+        statement = _grouped_by(model, key, *order)
 
         async def load(keys: list[int]) -> list[list[R]]:
             rows = await self._run(statement, {"keys": keys})
@@ -179,6 +179,18 @@ def _by_ids(model: type[R]) -> Select[R]:
     statement = _BY_IDS.get(model)
     if statement is None:
         statement = _BY_IDS[model] = select(model).where(model.id.in_(_KEYS))
+    return statement
+
+
+_GROUPED: dict[tuple[Any, ...], Select[Any]] = {}
+
+
+def _grouped_by(model: type[R], key: Any, *order: Any) -> Select[R]:
+    """Records of `model` whose `key` is one of `keys`, in `order`."""
+    cache_key = (model, key.key, *(column.key for column in order))
+    statement = _GROUPED.get(cache_key)
+    if statement is None:
+        statement = _GROUPED[cache_key] = select(model).where(key.in_(_KEYS)).order_by(*order)
     return statement
 
 

@@ -16,6 +16,7 @@ import asyncio
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from models.database import single_statement_reads
 from subscriptions.changelog import LoggedChange, LogRequest, changes_since_each
 
 # Requests per statement: a burst of thousands runs as several statements (side by side,
@@ -31,7 +32,7 @@ class LogReader:
     LocalHubs: created in the lifespan with the feed)."""
 
     def __init__(self, engine: AsyncEngine, limit: int, max_requests: int = MAX_REQUESTS) -> None:
-        self._engine = engine
+        self._engine = single_statement_reads(engine)
         self._limit = limit
         self._max_requests = max_requests
         # Requests that the next statement will serve; None when none is scheduled.
