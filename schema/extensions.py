@@ -30,10 +30,14 @@ class CloseSession(SchemaExtension):
     returns it as soon as each result is built, before it is sent: a client that reads
     slowly must not hold a pooled connection (and a snapshot) while its send waits."""
 
-    async def on_stream_result(self, result: Any) -> AsyncIterator[None]:
+    async def before_stream_result(self, result: Any) -> None:
+        # (schema.extensions_runner calls this directly: cheaper per result.)
         context = self.execution_context.context
         if isinstance(context, Context):
             await context.close()
+
+    async def on_stream_result(self, result: Any) -> AsyncIterator[None]:
+        await self.before_stream_result(result)
         yield
 
     async def on_operation(self) -> AsyncIterator[None]:
@@ -62,10 +66,14 @@ class ErrorCodes(SchemaExtension):
         yield
         self._code_errors(self.execution_context.result)
 
-    async def on_stream_result(self, result: Any) -> AsyncIterator[None]:
+    def before_stream_result(self, result: Any) -> None:
         # A streamed operation (a subscription on any transport; any operation over SSE)
         # sends each result before on_operation ends: code them on their way out.
+        # (schema.extensions_runner calls this directly: cheaper per result.)
         self._code_errors(result)
+
+    async def on_stream_result(self, result: Any) -> AsyncIterator[None]:
+        self.before_stream_result(result)
         yield
 
     def _code_errors(self, result: Any) -> None:

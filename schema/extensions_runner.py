@@ -6,12 +6,20 @@ functools.update_wrapper) and asks every extension for its results: for a subscr
 delivering thousands of updates, that was as much work as executing them. The hooks
 and the extensions that report results do not change during an operation, so they are
 found once here; each result then only enters and exits the hooks it has.
+
+An extension whose stream-result work all happens before the result goes out may also
+define `before_stream_result(result)` (plain or async; `BeforeStreamResult`): this
+runner then calls it instead of driving its `on_stream_result` generator as a context
+manager, which costs several times the work itself per result (an async generator,
+contextlib's manager, the event loop's asyncgen bookkeeping). strawberry's own runner
+still uses `on_stream_result`, so such an extension defines both, the same.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.context import StreamResultContextManager, WrappedHook
@@ -20,12 +28,21 @@ from strawberry.types import ExecutionContext
 from strawberry.utils.await_maybe import await_maybe
 
 
+@runtime_checkable
+class BeforeStreamResult(Protocol):
+    def before_stream_result(self, result: Any) -> Awaitable[None] | None: ...
+
+
+# Per extension, in order: a context-manager hook, or a call made before the result.
+StreamHook = WrappedHook | Callable[[Any], Awaitable[None] | None]
+
+
 class ExtensionsRunner(SchemaExtensionsRunner):
     def __init__(
         self, execution_context: ExecutionContext, extensions: list[SchemaExtension] | None = None
     ) -> None:
         super().__init__(execution_context, extensions)
-        self._stream_hooks: list[WrappedHook] | None = None
+        self._stream_hooks: list[StreamHook] | None = None
         self._reporting = [
             extension
             for extension in self.extensions
@@ -35,8 +52,13 @@ class ExtensionsRunner(SchemaExtensionsRunner):
     def on_stream_result(self, result: Any) -> Any:
         hooks = self._stream_hooks
         if hooks is None:
-            # strawberry's own lookup, once.
-            hooks = self._stream_hooks = StreamResultContextManager(self.extensions, result).hooks
+            hooks = self._stream_hooks = []
+            for extension in self.extensions:
+                if isinstance(extension, BeforeStreamResult):
+                    hooks.append(extension.before_stream_result)
+                else:
+                    # strawberry's own lookup, once (none or one hook per extension).
+                    hooks += StreamResultContextManager([extension], result).hooks
         return StreamResultHooks(hooks, result)
 
     async def get_extensions_results(self, ctx: ExecutionContext) -> dict[str, Any]:
@@ -53,13 +75,18 @@ class StreamResultHooks:
 
     __slots__ = ("_entered", "_hooks", "_result")
 
-    def __init__(self, hooks: list[WrappedHook], result: Any) -> None:
+    def __init__(self, hooks: list[StreamHook], result: Any) -> None:
         self._hooks = hooks
         self._result = result
         self._entered: list[tuple[bool, Any]] = []
 
     async def __aenter__(self) -> None:
         for hook in self._hooks:
+            if not isinstance(hook, WrappedHook):
+                done = hook(self._result)  # before_stream_result: nothing to exit
+                if done is not None:
+                    await done
+                continue
             # (A stream-result hook takes the result: strawberry types it loosely.)
             manager: Any = hook.hook(self._result)
             if hook.is_async:

@@ -4,6 +4,7 @@ went wrong while the result was out)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ calls: list[str] = []
 
 class AsyncHook(SchemaExtension):
     async def on_stream_result(self, result: Any) -> AsyncIterator[None]:
-        calls.append(f"async enter {result.data['count']}")
+        calls.append(f"async enter {(result.data or {}).get('count')}")
         try:
             yield
         except BaseException as error:
@@ -35,6 +36,30 @@ class SyncHook(SchemaExtension):
         calls.append("sync exit")
 
 
+class BeforeHook(SchemaExtension):
+    """Work before each result only: the runner calls before_stream_result directly."""
+
+    def before_stream_result(self, result: Any) -> None:
+        calls.append(f"before {result.data['count']}")
+
+    async def on_stream_result(self, result: Any) -> AsyncIterator[None]:
+        calls.append("generator driven")  # strawberry's own runner would use this
+        yield
+
+
+class AsyncBeforeHook(SchemaExtension):
+    async def before_stream_result(self, result: Any) -> None:
+        count = (result.data or {}).get("count")
+        if count == 1:
+            raise RuntimeError("refused")
+        calls.append(f"async before {count}")
+
+    async def on_stream_result(self, result: Any) -> AsyncIterator[None]:
+        calls.append("generator driven")
+        await self.before_stream_result(result)
+        yield
+
+
 @strawberry.type
 class Query:
     ok: bool = True
@@ -48,9 +73,9 @@ class Subscription:
             yield n
 
 
-def build() -> CommitcastSchema:
+def build(*extensions: type[SchemaExtension]) -> CommitcastSchema:
     return CommitcastSchema(
-        query=Query, subscription=Subscription, extensions=[AsyncHook, SyncHook]
+        query=Query, subscription=Subscription, extensions=list(extensions or (AsyncHook, SyncHook))
     )
 
 
@@ -83,3 +108,51 @@ async def test_hooks_see_the_consumer_stop_at_a_result() -> None:
     # sees the stream closed at that result.
     assert calls[:2] == ["async enter 0", "sync enter"]
     assert calls[2:] == ["async saw GeneratorExit"]
+
+
+async def test_before_hooks_run_in_their_place_without_their_generator() -> None:
+    calls.clear()
+    results = await build(AsyncHook, BeforeHook, SyncHook).subscribe("subscription { count }")
+    seen = [result async for result in results]  # type: ignore[union-attr]
+
+    assert [r.data for r in seen] == [{"count": 0}, {"count": 1}, {"count": 2}]
+    assert calls == [
+        step
+        for n in range(3)
+        for step in (f"async enter {n}", f"before {n}", "sync enter", "sync exit", "async exit")
+    ]
+
+
+async def test_a_failing_before_hook_ends_the_stream_as_with_strawberrys_runner() -> None:
+    async def run(schema: strawberry.Schema) -> tuple[list[Any], list[str]]:
+        calls.clear()
+        results = await schema.subscribe("subscription { count }")
+        seen: list[Any] = []
+        with contextlib.suppress(RuntimeError):
+            async for result in results:  # type: ignore[union-attr]
+                seen.append((result.data, [e.message for e in result.errors or []]))
+        return seen, [c for c in calls if c != "generator driven"]
+
+    extensions = [AsyncHook, AsyncBeforeHook, SyncHook]
+    ours = await run(build(*extensions))
+    assert "generator driven" not in calls
+    theirs = await run(
+        strawberry.Schema(query=Query, subscription=Subscription, extensions=extensions)
+    )
+    assert "generator driven" in calls
+    assert ours == theirs
+    assert ours[1][:5] == [
+        "async enter 0",
+        "async before 0",
+        "sync enter",
+        "sync exit",
+        "async exit",
+    ]
+
+
+def test_our_extensions_take_the_direct_path() -> None:
+    from schema.extensions import CloseSession, ErrorCodes
+    from schema.extensions_runner import BeforeStreamResult
+
+    assert issubclass(CloseSession, BeforeStreamResult)
+    assert issubclass(ErrorCodes, BeforeStreamResult)
