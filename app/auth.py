@@ -6,6 +6,8 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,6 +48,13 @@ class Revocations(Protocol):
 
 
 REVOKED = "The access token was revoked (logged out); log in again."
+EXPIRED = "The access token has expired; log in again."
+INVALID = "The access token is invalid."
+# Tokens whose signature and claims were verified, by their exact text: a client sends
+# the same token with every request, and verifying it again costs more CPU than the
+# rest of the authentication. Expiry is still checked every time; revocation is not
+# cached at all (authenticate asks the database for every request).
+VERIFIED_TOKENS_KEPT = 1024
 UNCHECKED = "The access token could not be checked right now; try again."
 
 
@@ -62,6 +71,7 @@ class Authenticator:
         token_ttl_seconds: int,
         revocations: Revocations | None = None,
         hasher: PasswordHasher | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._secret_key = secret_key
         self._token_ttl = token_ttl_seconds
@@ -70,6 +80,8 @@ class Authenticator:
         # 16-byte salt, 32-byte hash), documented in SECURITY.md.
         self._hasher = hasher or PasswordHasher()
         self._dummy_hash: str | None = None
+        self._verified: OrderedDict[str, TokenClaims] = OrderedDict()
+        self._clock = clock  # judges the expiry of kept tokens
 
     async def hash_password(self, password: str) -> str:
         return await asyncio.to_thread(self._hasher.hash, password)
@@ -102,6 +114,21 @@ class Authenticator:
         return jwt.encode(claims, self._secret_key, algorithm=TOKEN_ALGORITHM)
 
     def read_token(self, token: str) -> TokenClaims:
+        verified = self._verified
+        claims = verified.get(token)
+        if claims is None:
+            claims = verified[token] = self._verify_token(token)
+            if len(verified) > VERIFIED_TOKENS_KEPT:
+                verified.popitem(last=False)
+        else:
+            verified.move_to_end(token)
+        # As PyJWT judges it (no leeway): expired from the second `exp` names.
+        if claims.expires_at <= self._clock():
+            verified.pop(token, None)
+            raise TokenError(EXPIRED)
+        return claims
+
+    def _verify_token(self, token: str) -> TokenClaims:
         try:
             claims = jwt.decode(
                 token,
@@ -111,15 +138,15 @@ class Authenticator:
                 options={"require": ["sub", "exp", "iat", "iss", "jti"]},
             )
         except jwt.ExpiredSignatureError:
-            raise TokenError("The access token has expired; log in again.") from None
+            raise TokenError(EXPIRED) from None
         except jwt.InvalidTokenError:
-            raise TokenError("The access token is invalid.") from None
+            raise TokenError(INVALID) from None
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject.isdigit():
-            raise TokenError("The access token is invalid.")
+            raise TokenError(INVALID)
         issued_at = claims["iat"]
         if not isinstance(issued_at, int | float):
-            raise TokenError("The access token is invalid.")
+            raise TokenError(INVALID)
         return TokenClaims(int(subject), str(claims["jti"]), int(claims["exp"]), float(issued_at))
 
     def read_authorization(self, header: str | None) -> TokenClaims | None:

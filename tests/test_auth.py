@@ -13,7 +13,13 @@ from argon2.profiles import RFC_9106_LOW_MEMORY
 from sqlalchemy import select
 
 import models
-from app.auth import TOKEN_ALGORITHM, TOKEN_ISSUER, Authenticator
+from app.auth import (
+    TOKEN_ALGORITHM,
+    TOKEN_ISSUER,
+    VERIFIED_TOKENS_KEPT,
+    Authenticator,
+    TokenError,
+)
 from app.settings import Settings
 from schema.errors import BAD_USER_INPUT, UNAUTHENTICATED
 from tests.support import PASSWORD, GraphQLClient
@@ -205,3 +211,42 @@ async def test_unknown_email_runs_the_same_argon2_verification_as_a_wrong_passwo
     assert extract_parameters(unknown_email) == extract_parameters(stored)
     assert extract_parameters(stored) == RFC_9106_LOW_MEMORY
     assert stored.startswith("$argon2id$")
+
+
+def test_a_verified_token_is_refused_once_it_expires() -> None:
+    """Verified tokens are kept by their text (app.auth): expiry is still judged on
+    every request."""
+    now = [time.time()]
+    auth = Authenticator("k" * 48, 3600, clock=lambda: now[0])
+    token = auth.issue_token(7)
+    assert auth.read_token(token).user_id == 7  # verified, and kept
+    now[0] += 3599
+    assert auth.read_token(token).user_id == 7
+    now[0] += 2
+    with pytest.raises(TokenError, match="expired"):
+        auth.read_token(token)
+
+
+def test_a_kept_token_vouches_for_nothing_but_its_exact_text() -> None:
+    auth = Authenticator("k" * 48, 3600)
+    token = auth.issue_token(7)
+    assert auth.read_token(token).user_id == 7
+    header, payload, signature = token.split(".")
+    tampered = ".".join(
+        [header, payload, signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB")]
+    )
+    with pytest.raises(TokenError, match="invalid"):
+        auth.read_token(tampered)
+    # The same claims signed with another key are refused too.
+    forged = jwt.encode(
+        jwt.decode(token, options={"verify_signature": False}), OTHER_KEY, algorithm=TOKEN_ALGORITHM
+    )
+    with pytest.raises(TokenError, match="invalid"):
+        auth.read_token(forged)
+
+
+def test_the_kept_tokens_are_bounded() -> None:
+    auth = Authenticator("k" * 48, 3600)
+    tokens = [auth.issue_token(n) for n in range(VERIFIED_TOKENS_KEPT + 10)]
+    assert [auth.read_token(t).user_id for t in tokens] == list(range(len(tokens)))
+    assert len(auth._verified) == VERIFIED_TOKENS_KEPT
