@@ -32,7 +32,7 @@ class Sizes:
     rate_high: float = 200.0
     # Offered to 100 sockets of one user; the best delivered rate counts (too high a
     # rate spends the server on mutations, too low a one does not saturate it).
-    saturation_rates_one_user: tuple[float, ...] = (60.0, 75.0, 90.0, 100.0)
+    saturation_rates_one_user: tuple[float, ...] = (60.0, 80.0, 100.0, 115.0)
     saturation_rate_board: float = 8.0
 
 
