@@ -13,6 +13,10 @@ runner then calls it instead of driving its `on_stream_result` generator as a co
 manager, which costs several times the work itself per result (an async generator,
 contextlib's manager, the event loop's asyncgen bookkeeping). strawberry's own runner
 still uses `on_stream_result`, so such an extension defines both, the same.
+
+A subscription's operation hooks stay entered for as long as it lives: strawberry holds
+them in an AsyncExitStack (its deque allocates about 0.8 KiB up front), per idle
+subscription. `OperationHooks` keeps the list of what it entered instead.
 """
 
 from __future__ import annotations
@@ -22,7 +26,11 @@ from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from strawberry.extensions import SchemaExtension
-from strawberry.extensions.context import StreamResultContextManager, WrappedHook
+from strawberry.extensions.context import (
+    OperationContextManager,
+    StreamResultContextManager,
+    WrappedHook,
+)
 from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.types import ExecutionContext
 from strawberry.utils.await_maybe import await_maybe
@@ -48,6 +56,9 @@ class ExtensionsRunner(SchemaExtensionsRunner):
             for extension in self.extensions
             if type(extension).get_results is not SchemaExtension.get_results
         ]
+
+    def operation(self) -> OperationContextManager:
+        return OperationHooks(self.extensions)
 
     def on_stream_result(self, result: Any) -> Any:
         hooks = self._stream_hooks
@@ -89,11 +100,7 @@ class StreamResultHooks:
                 continue
             # (A stream-result hook takes the result: strawberry types it loosely.)
             manager: Any = hook.hook(self._result)
-            if hook.is_async:
-                await manager.__aenter__()
-            else:
-                manager.__enter__()
-            self._entered.append((hook.is_async, manager))
+            await _enter(hook, manager, self._entered)
 
     async def __aexit__(
         self,
@@ -101,22 +108,58 @@ class StreamResultHooks:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool:
-        pending = error  # the exception still on its way out (None: none)
-        while self._entered:
-            is_async, manager = self._entered.pop()
-            exit_args = (type(pending), pending, pending.__traceback__) if pending else (None,) * 3
-            try:
-                if is_async:
-                    handled = await manager.__aexit__(*exit_args)
-                else:
-                    handled = manager.__exit__(*exit_args)
-            except BaseException as raised:  # a hook's own error replaces the one in flight
-                pending = raised
-                continue
-            if handled and pending is not None:
-                pending = None  # suppressed by this hook
-        if pending is None:
-            return error is not None
-        if pending is error:
-            return False
-        raise pending
+        return await _exit(self._entered, error)
+
+
+class OperationHooks(OperationContextManager):
+    """strawberry's operation context manager, without its exit stack: the same hooks,
+    entered in order and exited in reverse (see StreamResultHooks)."""
+
+    __slots__ = ("_entered",)
+
+    async def __aenter__(self) -> None:
+        self._entered: list[tuple[bool, Any]] = []
+        for hook in self.hooks:
+            manager: Any = hook.hook()
+            await _enter(hook, manager, self._entered)
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # (strawberry's returns None as well: a hook never suppresses the operation's
+        # exception here.)
+        await _exit(self._entered, error)
+
+
+async def _enter(hook: WrappedHook, manager: Any, entered: list[tuple[bool, Any]]) -> None:
+    if hook.is_async:
+        await manager.__aenter__()
+    else:
+        manager.__enter__()
+    entered.append((hook.is_async, manager))
+
+
+async def _exit(entered: list[tuple[bool, Any]], error: BaseException | None) -> bool:
+    """Exit what `entered` holds, last first; True when a hook suppressed `error`."""
+    pending = error  # the exception still on its way out (None: none)
+    while entered:
+        is_async, manager = entered.pop()
+        exit_args = (type(pending), pending, pending.__traceback__) if pending else (None,) * 3
+        try:
+            if is_async:
+                handled = await manager.__aexit__(*exit_args)
+            else:
+                handled = manager.__exit__(*exit_args)
+        except BaseException as raised:  # a hook's own error replaces the one in flight
+            pending = raised
+            continue
+        if handled and pending is not None:
+            pending = None  # suppressed by this hook
+    if pending is None:
+        return error is not None
+    if pending is error:
+        return False
+    raise pending

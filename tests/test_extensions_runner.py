@@ -156,3 +156,56 @@ def test_our_extensions_take_the_direct_path() -> None:
 
     assert issubclass(CloseSession, BeforeStreamResult)
     assert issubclass(ErrorCodes, BeforeStreamResult)
+
+
+class AsyncOperation(SchemaExtension):
+    async def on_operation(self) -> AsyncIterator[None]:
+        calls.append("async operation enter")
+        try:
+            yield
+        except BaseException as error:
+            calls.append(f"async operation saw {type(error).__name__}")
+            raise
+        calls.append("async operation exit")
+
+
+class SyncOperation(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        calls.append("sync operation enter")
+        yield
+        calls.append("sync operation exit")
+
+
+async def test_operation_hooks_stay_entered_for_the_subscriptions_life() -> None:
+    calls.clear()
+    schema = CommitcastSchema(
+        query=Query, subscription=Subscription, extensions=[AsyncOperation, SyncOperation]
+    )
+    results = await schema.subscribe("subscription { count }")
+    seen = [result.data async for result in results]  # type: ignore[union-attr]
+
+    assert seen == [{"count": 0}, {"count": 1}, {"count": 2}]
+    assert calls == [
+        "async operation enter",
+        "sync operation enter",
+        "sync operation exit",
+        "async operation exit",
+    ]
+
+
+async def test_operation_hooks_see_the_subscription_closed() -> None:
+    calls.clear()
+    schema = CommitcastSchema(
+        query=Query, subscription=Subscription, extensions=[AsyncOperation, SyncOperation]
+    )
+    results = await schema.subscribe("subscription { count }")
+    async for _ in results:  # type: ignore[union-attr]
+        break
+    await results.aclose()  # type: ignore[union-attr]
+    # Exited last first: the sync hook's generator is closed at its yield, the async
+    # one sees the close.
+    assert calls == [
+        "async operation enter",
+        "sync operation enter",
+        "async operation saw GeneratorExit",
+    ]

@@ -4,6 +4,8 @@ and the caps on operations per connection and sockets per user."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -74,6 +76,27 @@ async def test_a_foreign_origin_is_refused_at_the_handshake(server: LiveServer) 
             ack = await socket.init({"authorization": bearer})
             assert ack["type"] == "connection_ack", origin
         # (None: no Origin header at all, as mobile and server clients connect)
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_an_acknowledged_socket_keeps_no_timeout_task(
+    server: LiveServer, protocol: str
+) -> None:
+    # The connection_init timeout is a timer, cancelled at connection_init: no task
+    # (strawberry's sleeps in one, and keeps it cancelled, with its traceback, for
+    # the connection's life; memory per idle socket).
+    async with graphql_socket(server.ws_url, await token(server), protocol=protocol):
+        gc.collect()
+        timeout_tasks = [
+            task
+            for task in gc.get_objects()
+            if isinstance(task, asyncio.Task)
+            and any(
+                word in getattr(task.get_coro(), "__qualname__", "")
+                for word in ("init_timeout", "initialised")
+            )
+        ]
+        assert timeout_tasks == []
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
