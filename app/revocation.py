@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.auth import TokenClaims
 from app.live_sockets import LiveSockets
 from models import token_revocations, utcnow
-from models.database import single_statement_reads
+from models.database import read_retrying_stale, single_statement_reads
 from subscriptions.broker import Broker
 
 logger = logging.getLogger("commitcast.revocation")
@@ -77,16 +77,20 @@ class TokenRevocations:
         self._tasks = []
 
     async def is_revoked(self, claims: TokenClaims) -> bool:
-        async with self._check_engine.connect() as connection:
-            found = await connection.scalar(
-                _REVOKED,
-                {
-                    "token_id": claims.token_id,
-                    "user_id": claims.user_id,
-                    "issued_at": claims.issued_at_ms,
-                },
-            )
-        return found is not None
+        async def check() -> bool:
+            async with self._check_engine.connect() as connection:
+                found = await connection.scalar(
+                    _REVOKED,
+                    {
+                        "token_id": claims.token_id,
+                        "user_id": claims.user_id,
+                        "issued_at": claims.issued_at_ms,
+                    },
+                )
+            return found is not None
+
+        # Asked on every authenticated request: without the checkout ping.
+        return await read_retrying_stale(check)
 
     async def revoke(self, claims: TokenClaims, *, all_sessions: bool) -> None:
         """Revoke this token (and with all_sessions every token of its user issued until

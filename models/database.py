@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import InvalidatePoolError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,6 +23,14 @@ from sqlalchemy.ext.asyncio import (
 SQLITE_IMMEDIATE = "commitcast_sqlite_immediate"
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+
+T = TypeVar("T")
+
+logger = logging.getLogger("commitcast.database")
+
+# Set while a read that can run again takes its connection (read_retrying_stale): the
+# checkout skips its ping.
+_RETRYABLE_READ: ContextVar[bool] = ContextVar("commitcast_retryable_read", default=False)
 
 
 def is_sqlite(url: str) -> bool:
@@ -49,6 +60,31 @@ def single_statement_reads(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
+async def read_retrying_stale(read: Callable[[], Awaitable[T]]) -> T:
+    """Run `read` (which checks out a pooled connection, reads and gives it back) on a
+    connection handed out without the checkout ping; if that connection turns out to
+    have been dropped by PostgreSQL, run `read` again on one that passed the ping.
+
+    Only for reads that may simply run again: nothing was read on a dead connection.
+    `read` runs again from its start, so it must clean up after its failed run (close a
+    session it left open). The ping is one round trip per checkout; this is one per dropped
+    connection, which is why the change-log reads, the delivery snapshots, the
+    revocation check and the requests' read sessions take their connections this way.
+    """
+    token = _RETRYABLE_READ.set(True)
+    try:
+        return await read()
+    except DBAPIError as exc:
+        # Set by SQLAlchemy when the dialect recognised a lost connection (the pool then
+        # also discards every connection older than this one).
+        if not exc.connection_invalidated:
+            raise
+        logger.info("a pooled connection had been dropped by the database; reading again")
+    finally:
+        _RETRYABLE_READ.reset(token)
+    return await read()
+
+
 def _ping_on_checkout(engine: AsyncEngine) -> None:
     """Check a pooled connection is alive before handing it out, so that a restarted
     PostgreSQL (or a connection it dropped) costs no request an error.
@@ -60,11 +96,14 @@ def _ping_on_checkout(engine: AsyncEngine) -> None:
     prepared statement, so no transaction needed either. (Not ";": asyncpg fails on the
     empty query's missing command tag.) A failure does what a failed pre_ping does: the
     pool discards its connections (a dead one usually means PostgreSQL restarted) and
-    this checkout gets a fresh one.
+    this checkout gets a fresh one. Reads that can run again skip it
+    (read_retrying_stale).
     """
 
     @event.listens_for(engine.sync_engine, "checkout")
     def ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if _RETRYABLE_READ.get():
+            return  # (a ContextVar: SQLAlchemy runs this in the awaiting task's context)
         try:
             dbapi_connection.run_async(lambda driver: driver.execute("SELECT 1"))
         except Exception as exc:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 from strawberry.types import Info as StrawberryInfo
 
+from models.database import read_retrying_stale
 from schema.errors import ConcurrentChange, rate_limited, unauthenticated
 from schema.loaders import Loaders, scalars
 from schema.shared_reads import ReadGroups, SharedReads
@@ -205,9 +206,17 @@ class Context:
     ) -> Sequence[Any]:
         async with self._lock:
             if self._session is None:
-                self._session_clock = self.access_fence.clock
-                self._session = self.read_sessions()
+                # The session's first statement takes its connection: a dropped one
+                # costs a second try, not an error (and no ping each time).
+                return await read_retrying_stale(lambda: self._open(statement, parameters))
             return await scalars(self._session, statement, parameters)
+
+    async def _open(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Sequence[Any]:
+        if self._session is not None:  # a try that found its connection dropped
+            await self._session.close()
+        self._session_clock = self.access_fence.clock
+        self._session = self.read_sessions()
+        return await scalars(self._session, statement, parameters)
 
     @property
     def snapshot_clock(self) -> int | None:

@@ -16,7 +16,7 @@ import asyncio
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from models.database import single_statement_reads
+from models.database import read_retrying_stale, single_statement_reads
 from subscriptions.changelog import LoggedChange, LogRequest, changes_since_each
 
 # Requests per statement: a burst of thousands runs as several statements (side by side,
@@ -70,11 +70,14 @@ class LogReader:
             *(self._read(dict(wanted[at : at + step])) for at in range(0, len(wanted), step))
         )
 
+    async def _statement(self, waiters: Waiters) -> dict[LogRequest, list[LoggedChange]]:
+        # The connection is held for this one statement only.
+        async with self._engine.connect() as connection:
+            return await changes_since_each(connection, waiters.keys(), self._limit)
+
     async def _read(self, waiters: Waiters) -> None:
         try:
-            # The connection is held for this one statement only.
-            async with self._engine.connect() as connection:
-                found = await changes_since_each(connection, waiters.keys(), self._limit)
+            found = await read_retrying_stale(lambda: self._statement(waiters))
         except BaseException as exc:
             # Every caller of a failed statement sees its failure (and retries, as it
             # would have with a statement of its own).

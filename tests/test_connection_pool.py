@@ -1,21 +1,34 @@
-"""The PostgreSQL connection pool checks a connection before handing it out (one round
-trip), so connections PostgreSQL dropped (a restart, an idle timeout, an administrator)
-cost no request an error."""
+"""Connections PostgreSQL dropped (a restart, an idle timeout, an administrator) cost no
+request and no delivery an error: the pool checks a connection before handing it out
+(one round trip), except to reads that can simply run again, which skip the check and
+run again on a checked connection when theirs turns out dead (read_retrying_stale)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
+import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from models.database import create_engine
+from app.settings import Settings
+from models.database import create_engine, create_sessionmakers, read_retrying_stale
+from models.migrate import upgrade
+from schema.shared_reads import SharedReads
+from subscriptions.log_reader import LogReader
+from tests.live import live_server
+from tests.support import GraphQLClient, eventually
+
+PING = "SELECT 1"
+RETRIED = "dropped by the database; reading again"
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -67,3 +80,156 @@ async def test_connections_postgresql_dropped_are_replaced_without_an_error(
         assert await backend_pid(engine) not in before
     finally:
         await engine.dispose()
+
+
+class Wire:
+    """Every statement the engine's connections sent, as asyncpg saw it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.statements: list[str] = []
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def log(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.driver_connection.add_query_logger(
+                lambda query: self.statements.append(query.query)
+            )
+
+
+async def drop_connections(admin: Any, database: str) -> None:
+    """Terminate every connection to `database` and wait until they are gone."""
+    pids = await admin.fetch(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = $1 AND pid <> pg_backend_pid()",
+        database,
+    )
+    assert pids, "nothing to drop: the pool held no connection"
+
+    async def gone() -> bool:
+        count = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database
+        )
+        return bool(count == 0)
+
+    await eventually(gone, "the dropped connections to end")
+
+
+def idle(engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        pool: Any = engine.sync_engine.pool
+        return bool(pool.checkedout() == 0)
+
+    return check
+
+
+async def pid_read(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int(await connection.scalar(text("SELECT pg_backend_pid()")) or 0)
+
+
+async def test_reads_that_can_run_again_skip_the_checkout_ping(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    wire = Wire(engine)
+    try:
+        await pid_read(engine)
+        assert wire.statements.count(PING) == 1
+        await read_retrying_stale(lambda: pid_read(engine))
+        assert wire.statements.count(PING) == 1
+        await pid_read(engine)  # (and the check is back for the rest)
+        assert wire.statements.count(PING) == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_read_that_found_its_connection_dropped_runs_again(
+    own_database: tuple[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, admin = own_database
+    engine = create_engine(url)
+    try:
+        before = await pid_read(engine)
+        await drop_connections(admin, make_url(url).database or "")
+        with caplog.at_level(logging.INFO, logger="commitcast.database"):
+            after = await read_retrying_stale(lambda: pid_read(engine))
+        assert after != before
+        assert RETRIED in caplog.text
+    finally:
+        await engine.dispose()
+
+
+async def test_a_read_that_fails_otherwise_runs_once(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    runs = 0
+
+    async def failing() -> None:
+        nonlocal runs
+        runs += 1
+        async with engine.connect() as connection:
+            await connection.scalar(text("SELECT 1 / 0"))
+
+    try:
+        with pytest.raises(DBAPIError, match="division by zero"):
+            await read_retrying_stale(failing)
+        assert runs == 1
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def migrated(own_database: tuple[str, Any]) -> tuple[str, Any]:
+    url, admin = own_database
+    engine = create_engine(url)
+    await upgrade(engine)
+    await engine.dispose()
+    return url, admin
+
+
+async def test_change_log_reads_and_delivery_snapshots_survive_dropped_connections(
+    migrated: tuple[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, admin = migrated
+    name = make_url(url).database or ""
+    engine = create_engine(url)
+    read_sessions, _ = create_sessionmakers(engine)
+    log = LogReader(engine, limit=10)
+    try:
+        with caplog.at_level(logging.INFO, logger="commitcast.database"):
+            assert await log.read(1, 0) == []
+            await drop_connections(admin, name)
+            assert await log.read(1, 0) == []
+            assert caplog.text.count(RETRIED) == 1
+
+            reads = SharedReads(read_sessions)
+            assert await reads.acquire(1).user.load(1) is None
+            reads.release()
+            reads.supersede()  # its session ends now, back into the pool
+            await eventually(idle(engine), "the snapshot's connection back in the pool")
+            await drop_connections(admin, name)
+            reads = SharedReads(read_sessions)
+            assert await reads.acquire(1).user.load(1) is None
+            reads.release()
+            assert caplog.text.count(RETRIED) == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_requests_survive_dropped_connections(
+    migrated: tuple[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, admin = migrated
+    settings = Settings(database_url=url, broker_url="memory://")
+    async with (
+        live_server(settings) as server,
+        httpx.AsyncClient(base_url=server.http_url, timeout=10) as http,
+    ):
+        api = GraphQLClient(http, server.runtime)
+        ada = await api.account("Ada")
+        await api.board(ada)
+        query = "{ viewer { name boards { name } } }"
+        expected = {"viewer": {"name": "Ada", "boards": [{"name": "Roadmap"}]}}
+        assert await api.data(query, token=ada.token) == expected
+        await drop_connections(admin, make_url(url).database or "")
+        with caplog.at_level(logging.INFO, logger="commitcast.database"):
+            # The revocation check is the request's first read: it finds its connection
+            # dropped and runs again; the rest of the request gets checked ones.
+            assert await api.data(query, token=ada.token) == expected
+        assert RETRIED in caplog.text
