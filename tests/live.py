@@ -14,6 +14,7 @@ from app.asgi import create_app
 from app.runtime import Runtime
 from app.settings import Settings
 from app.streaming import StreamEndingServer
+from app.ws_protocol import websocket_protocol
 from tests.servers import free_port
 
 STARTUP_TIMEOUT = 20.0
@@ -22,6 +23,7 @@ STARTUP_TIMEOUT = 20.0
 @dataclass(frozen=True)
 class LiveServer:
     app: Starlette
+    server: uvicorn.Server
     http_url: str
     ws_url: str
 
@@ -42,7 +44,7 @@ async def live_server(
         host="127.0.0.1",
         port=port,
         log_level="warning",
-        ws="websockets-sansio",
+        ws=websocket_protocol(),
         ws_max_size=settings.ws_max_message_bytes,
         ws_per_message_deflate=False,
         lifespan="on",
@@ -56,7 +58,7 @@ async def live_server(
                     task.result()
                     raise AssertionError("uvicorn stopped before it started")
                 await asyncio.sleep(0.02)
-        yield LiveServer(app, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql")
+        yield LiveServer(app, server, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql")
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
