@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -62,3 +63,31 @@ async def live_server(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+@asynccontextmanager
+async def plain_server(asgi: Any, **options: Any) -> AsyncIterator[tuple[str, uvicorn.Server]]:
+    """Any ASGI app served as `python -m app` serves WebSockets; its ws:// URL and server."""
+    port = free_port()
+    config = uvicorn.Config(
+        asgi,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        ws=websocket_protocol(),
+        ws_per_message_deflate=False,
+        **options,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.02)
+        yield f"ws://127.0.0.1:{port}/", server
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, STARTUP_TIMEOUT)

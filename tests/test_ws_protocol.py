@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from app.ws_protocol import (
     internals_problem,
     websocket_protocol,
 )
-from tests.live import LiveServer, live_server
+from tests.live import LiveServer, live_server, plain_server
 from tests.servers import app_environment, free_port, running_server
 from tests.support import eventually
 from tests.ws_client import UPDATES, close_code, graphql_socket
@@ -309,33 +308,6 @@ async def test_the_test_servers_use_the_lean_protocol_and_a_close_code_reaches_t
 
 
 # --- keepalive and backpressure, on a plain ASGI app ----------------------------------
-
-
-@asynccontextmanager
-async def plain_server(asgi: Any, **options: Any) -> AsyncIterator[tuple[str, uvicorn.Server]]:
-    port = free_port()
-    config = uvicorn.Config(
-        asgi,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        ws=websocket_protocol(),
-        ws_per_message_deflate=False,
-        **options,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.02)
-        yield f"ws://127.0.0.1:{port}/", server
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, TIMEOUT)
 
 
 async def echo(scope: Any, receive: Any, send: Any) -> None:
