@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 
 from app.correlation import CorrelationIds
 from app.graphql import GraphQLView
@@ -16,6 +16,7 @@ from app.health import healthz, readyz
 from app.metrics import CountWebSockets, metrics_endpoint
 from app.runtime import open_runtime
 from app.settings import Settings
+from app.socket_entry import SocketsFirst
 from app.streaming import OpenStreams
 from app.web import DEFAULT_WEB_DIST, web_routes
 from schema import build_schema
@@ -52,14 +53,17 @@ def create_app(
             app.state.runtime = runtime
             yield
 
-    application = Starlette(
+    application = SocketsFirst(
+        # GraphQL WebSockets skip Starlette's middleware stack and router (see
+        # app/socket_entry.py), with the same ids and counting as the middleware below.
+        socket_path=GRAPHQL_PATH,
+        socket_app=CorrelationIds(CountWebSockets(view, metrics=metrics)),
         routes=[
             *web_routes(DEFAULT_WEB_DIST, fallback_url=GRAPHQL_PATH),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             Route(GRAPHQL_PATH, view, methods=["GET", "POST"]),
-            WebSocketRoute(GRAPHQL_PATH, view),
         ],
         middleware=[
             # Outermost: the ids are set for everything below, socket counting included.

@@ -7,12 +7,14 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
+from starlette.applications import Starlette
 
 from app.asgi import GRAPHQL_PATH, create_app
 from app.logs import configure_logging
 from app.settings import ENVIRONMENT_VARIABLES, Settings, SettingsError
 from app.streaming import StreamEndingServer
 from app.web import DEFAULT_WEB_DIST, board_index
+from app.ws_protocol import websocket_protocol
 
 
 def _epilog() -> str:
@@ -59,17 +61,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if board_index(DEFAULT_WEB_DIST) is not None:
         print(f"Commitcast board: http://{shown_host}:{args.port}/", flush=True)
     app = create_app(settings)
-    config = uvicorn.Config(
+    StreamEndingServer(server_config(app, args, settings), app.state.open_streams).run()
+    return 0
+
+
+def server_config(app: Starlette, args: argparse.Namespace, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         log_config=None,  # keep configure_logging's setup: one format for every logger
-        ws="websockets-sansio",
+        # uvicorn's websockets-sansio protocol, keeping less per connection (or uvicorn's
+        # own, should this uvicorn not be what app.ws_protocol expects).
+        ws=websocket_protocol(),
         # Larger messages close the socket (1009); compression is off (CPU, memory, and
         # compression side channels) and never negotiated.
         ws_max_size=settings.ws_max_message_bytes,
         ws_per_message_deflate=False,
     )
-    StreamEndingServer(config, app.state.open_streams).run()
-    return 0

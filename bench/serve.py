@@ -1,7 +1,8 @@
 """Run one benchmark target as a server process: `python -m bench.serve ours|baseline`.
 
 The same uvicorn settings as `python -m app` (uvloop and httptools when installed,
-websockets-sansio, no per-message compression). Besides the app, `GET /__bench/stats`
+app.ws_protocol's WebSocket protocol, no per-message compression), for both targets so
+that they differ in the app only. Besides the app, `GET /__bench/stats`
 answers `{"statements": n, "pid": p}`: the number of SQL statements this process has
 sent (an SQLAlchemy event on every engine), which is how the benchmark measures
 statements per change.
@@ -95,6 +96,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--no-realtime", action="store_true")
     args = parser.parse_args()
+    from app.ws_protocol import websocket_protocol
+
     Statements.install()
     factory = ours if args.target == "ours" else baseline
     uvicorn.run(
@@ -102,7 +105,7 @@ def main() -> None:
         host="127.0.0.1",
         port=args.port,
         log_level="warning",
-        ws="websockets-sansio",
+        ws=websocket_protocol(),
         ws_per_message_deflate=False,
         backlog=8192,
         timeout_keep_alive=120,

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -14,6 +15,7 @@ from app.asgi import create_app
 from app.runtime import Runtime
 from app.settings import Settings
 from app.streaming import StreamEndingServer
+from app.ws_protocol import websocket_protocol
 from tests.servers import free_port
 
 STARTUP_TIMEOUT = 20.0
@@ -22,6 +24,7 @@ STARTUP_TIMEOUT = 20.0
 @dataclass(frozen=True)
 class LiveServer:
     app: Starlette
+    server: uvicorn.Server
     http_url: str
     ws_url: str
 
@@ -42,7 +45,7 @@ async def live_server(
         host="127.0.0.1",
         port=port,
         log_level="warning",
-        ws="websockets-sansio",
+        ws=websocket_protocol(),
         ws_max_size=settings.ws_max_message_bytes,
         ws_per_message_deflate=False,
         lifespan="on",
@@ -56,7 +59,35 @@ async def live_server(
                     task.result()
                     raise AssertionError("uvicorn stopped before it started")
                 await asyncio.sleep(0.02)
-        yield LiveServer(app, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql")
+        yield LiveServer(app, server, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql")
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+@asynccontextmanager
+async def plain_server(asgi: Any, **options: Any) -> AsyncIterator[tuple[str, uvicorn.Server]]:
+    """Any ASGI app served as `python -m app` serves WebSockets; its ws:// URL and server."""
+    port = free_port()
+    config = uvicorn.Config(
+        asgi,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        ws=websocket_protocol(),
+        ws_per_message_deflate=False,
+        **options,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.02)
+        yield f"ws://127.0.0.1:{port}/", server
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, STARTUP_TIMEOUT)

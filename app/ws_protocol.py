@@ -1,0 +1,231 @@
+"""uvicorn's sans-I/O WebSocket protocol, keeping less per open connection.
+
+Every idle subscribed socket keeps one protocol object for its whole life, and the
+stock one (uvicorn's `websockets-sansio`) carries things it only needs briefly or that
+are bigger than their use:
+
+- `queue`, an `asyncio.Queue` (three deques and an `asyncio.Event` with a fourth): the
+  protocol puts at most a message or two in it before it pauses reading, and one reader
+  (the app's `receive`) takes them out. A list and the waiting reader's future do.
+- `writable`, an `asyncio.Event` (a deque of waiters) for write flow control: a flag,
+  and waiter futures only while the transport is actually paused.
+- `request` and `response`, the handshake's websockets objects with their headers:
+  never read after the handshake; the scope keeps its own copy of the request headers.
+  (websockets' parser keeps the request too: its headers are emptied.)
+
+This leans on uvicorn internals (our range is `uvicorn>=0.30`, unpinned), so the
+subclass is only used when uvicorn's source uses those attributes the way this module
+expects (read with `ast` once, at first use); otherwise `websocket_protocol()` returns
+the stock class and logs one warning. Each object is checked again when built.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import functools
+import inspect
+import logging
+import textwrap
+from typing import Any, Generic, TypeVar
+
+from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class SmallQueue(Generic[T]):
+    """The part of `asyncio.Queue` uvicorn's protocol uses, unbounded: a list of items
+    and a list of waiting readers (the app has at most one)."""
+
+    __slots__ = ("_getters", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[T] = []
+        self._getters: list[asyncio.Future[None]] = []
+
+    def put_nowait(self, item: T) -> None:
+        self._items.append(item)
+        self._wake_next()
+
+    def get_nowait(self) -> T:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.pop(0)
+
+    async def get(self) -> T:
+        # As asyncio.Queue.get: a reader is woken, then takes the item itself, so an item
+        # a cancelled reader was woken for stays for the next one.
+        while not self._items:
+            waiter = asyncio.get_running_loop().create_future()
+            self._getters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._getters.remove(waiter)
+                if self._items:
+                    self._wake_next()
+                raise
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def _wake_next(self) -> None:
+        while self._getters:
+            waiter = self._getters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+class WritableFlag:
+    """The part of `asyncio.Event` uvicorn's protocol uses for write flow control. Set
+    nearly always; waiter futures exist only while the transport's buffer is full."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return True
+
+
+# What the replacements offer, and where uvicorn may read the handshake objects.
+_QUEUE_METHODS = frozenset({"put_nowait", "get", "get_nowait", "empty", "qsize"})
+_FLAG_METHODS = frozenset({"set", "clear", "wait", "is_set"})
+_RESPONSE_READERS = frozenset({"handle_connect", "send"})
+
+
+def _uses_of_self_attributes(cls: type) -> list[tuple[str, str, ast.AST | None]]:
+    """(function, attribute, parent node) for every `self.<attribute>` in the class."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    uses: list[tuple[str, str, ast.AST | None]] = []
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        parents: dict[ast.AST, ast.AST] = {}
+        for node in ast.walk(function):
+            for child in ast.iter_child_nodes(node):
+                parents[child] = node
+        for node in ast.walk(function):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "self"
+            ):
+                uses.append((function.name, node.attr, parents.get(node)))
+    return uses
+
+
+@functools.cache
+def internals_problem(cls: type = WebSocketsSansIOProtocol) -> str | None:
+    """Why the lean protocol can't stand in for `cls` (uvicorn's), or None if it can."""
+    try:
+        uses = _uses_of_self_attributes(cls)
+    except (OSError, TypeError, SyntaxError) as exc:
+        return f"cannot read uvicorn's WebSocket protocol source ({exc})"
+    for function, attribute, parent in uses:
+        if attribute in ("queue", "writable"):
+            methods = _QUEUE_METHODS if attribute == "queue" else _FLAG_METHODS
+            called = (
+                isinstance(parent, ast.Attribute) and parent.attr in methods
+            ) or function == "__init__"
+            if not called:
+                return f"uvicorn uses self.{attribute} in {function}() in an unexpected way"
+        elif attribute == "request" and function != "handle_connect":
+            return f"uvicorn reads self.request in {function}()"
+        elif attribute == "response" and function not in _RESPONSE_READERS:
+            return f"uvicorn reads self.response in {function}()"
+    for method in ("handle_connect", "send", "receive"):
+        if not callable(getattr(cls, method, None)):
+            return f"uvicorn's WebSocket protocol has no {method}()"
+    return None
+
+
+@functools.cache
+def _warn_once(problem: str) -> None:
+    logger.warning(
+        "Using uvicorn's stock WebSocket protocol (more memory per connection): %s", problem
+    )
+
+
+class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's `websockets-sansio` protocol with smaller per-connection state."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # uvicorn's own arguments (config, server_state, app_state), passed on unchanged.
+        super().__init__(*args, **kwargs)
+        # Only replace what is still what this module expects (nothing queued, not
+        # paused); otherwise this connection keeps uvicorn's own objects.
+        queue: Any = self.queue
+        writable: Any = self.writable
+        if (
+            type(queue) is asyncio.Queue
+            and queue.empty()
+            and type(writable) is asyncio.Event
+            and writable.is_set()
+        ):
+            self.queue = SmallQueue()  # type: ignore[assignment]
+            self.writable = WritableFlag()  # type: ignore[assignment]
+        else:
+            _warn_once("its queue or writable flag are not the expected asyncio objects")
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        # The scope has its own copy of the headers, for the app; uvicorn never reads
+        # the request again. websockets keeps it too, in a local variable of its
+        # suspended parser for the connection's life: empty its headers, the bulk of it.
+        del self.request
+        event.headers.clear()
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        # The handshake response (and its headers) is only read until it is sent.
+        if self.handshake_complete and "response" in self.__dict__:
+            del self.response
+
+
+def websocket_protocol() -> type[WebSocketsSansIOProtocol]:
+    """The WebSocket protocol class to give uvicorn (`ws=`)."""
+    problem = internals_problem()
+    if problem is not None:
+        _warn_once(problem)
+        return WebSocketsSansIOProtocol
+    return LeanWebSocketProtocol

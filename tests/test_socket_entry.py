@@ -1,0 +1,92 @@
+"""app/socket_entry.py: GraphQL WebSockets skip Starlette's stack, and lose nothing a
+socket needs (ids and counting are covered by test_logs and test_metrics over the real
+app): an exception is still logged and ends the socket, other paths still route."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from app.socket_entry import SocketsFirst, route_path
+from tests.live import plain_server
+
+TIMEOUT = 10.0
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path", "expected"),
+    [
+        ("/graphql", "", "/graphql"),
+        ("/api/graphql", "/api", "/graphql"),
+        ("/graphql", "/api", "/graphql"),
+        ("/apigraphql", "/api", "/apigraphql"),
+    ],
+)
+def test_the_route_path_drops_the_root_path_as_starlette_does(
+    path: str, root_path: str, expected: str
+) -> None:
+    assert route_path({"path": path, "root_path": root_path}) == expected
+
+
+def app_with(socket_app: Any) -> SocketsFirst:
+    async def elsewhere(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text(f"routed, app: {type(websocket.app).__name__}")
+        await websocket.close()
+
+    return SocketsFirst(
+        socket_path="/graphql",
+        socket_app=socket_app,
+        routes=[WebSocketRoute("/other", elsewhere)],
+    )
+
+
+async def test_the_socket_path_goes_straight_to_its_app_and_others_are_routed() -> None:
+    async def socket_app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send(
+            {"type": "websocket.send", "text": f"direct, app: {type(scope['app']).__name__}"}
+        )
+        await send({"type": "websocket.close", "code": 4000})
+
+    async with plain_server(app_with(socket_app)) as (url, _):
+        async with connect(url + "graphql") as direct:
+            assert await asyncio.wait_for(direct.recv(), TIMEOUT) == "direct, app: SocketsFirst"
+        async with connect(url + "other") as routed:
+            assert await asyncio.wait_for(routed.recv(), TIMEOUT) == "routed, app: SocketsFirst"
+        with pytest.raises(InvalidStatus):  # no route: refused at the handshake
+            await connect(url + "nowhere", open_timeout=TIMEOUT)
+
+
+async def test_an_exception_in_the_socket_app_is_logged_and_ends_the_socket(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        if scope["query_string"] != b"early":
+            await send({"type": "websocket.accept"})
+            await receive()  # fails once the client has said something
+        raise RuntimeError("view failed")
+
+    with caplog.at_level(logging.ERROR, logger="uvicorn.error"):
+        async with plain_server(app_with(failing), log_config=None) as (url, _):
+            # Before the handshake: a 500, as Starlette's ServerErrorMiddleware would.
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(url + "graphql?early", open_timeout=TIMEOUT)
+            assert refused.value.response.status_code == 500
+            async with connect(url + "graphql") as connection:
+                await connection.send("hello")
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(connection.recv(), TIMEOUT)
+    failures = [r for r in caplog.records if "Exception in ASGI application" in r.getMessage()]
+    assert failures
+    assert failures[-1].exc_info is not None
+    assert "view failed" in str(failures[-1].exc_info[1])
