@@ -354,13 +354,15 @@ class GraphQLView(GraphQLHTTPPolicy):
         if exists is None:
             return "The account this token was issued to no longer exists."
         websocket: WebSocket = context.request
-        if not runtime.live_sockets.admit(websocket.scope, claims, self._closer(websocket)):
+        # One closure for both (each is kept for the connection's life).
+        close = self._closer(websocket)
+        if not runtime.live_sockets.admit(websocket.scope, claims, close):
             return (
                 f"Too many connections for this user (at most "
                 f"{runtime.settings.ws_max_sockets_per_user} per server process): close one."
             )
         context.act_as(claims.user_id, token=claims)
-        context.close_connection = self._closer(websocket)
+        context.close_connection = close
         return None
 
     @staticmethod
