@@ -107,7 +107,8 @@ class Context:
     response: Any = None
     # Where userUpdates reads from; None where the schema runs without real-time.
     feed: UpdateFeed | None = None
-    # graphql-transport-ws / graphql-ws put the connection_init payload here.
+    # graphql-transport-ws / graphql-ws put the connection_init payload here; the app
+    # drops it once it has authenticated the connection with it (app.graphql).
     connection_params: Any = None
     # The verified token the viewer authenticated with (the app's type; for logOut).
     token: Any = None
