@@ -9,11 +9,13 @@ or "aliases") and `extensions.maximum`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from graphql import (
+    ASTValidationRule,
     ExecutableDefinitionNode,
     FieldNode,
     FragmentDefinitionNode,
@@ -88,6 +90,17 @@ class _TokenLimit(SchemaExtension):
         yield
 
 
+Rules = tuple[type[ASTValidationRule], ...]
+
+
+@functools.lru_cache(maxsize=16)
+def _joined(rules: Rules, added: Rules) -> Rules:
+    """The same tuple for every operation given the same rules: an operation keeps its
+    rules for its life (a subscription, for as long as it is open), and each of
+    strawberry's per-operation tuples costs about 0.3 KiB."""
+    return rules + added
+
+
 class ValidationRules(AddValidationRules):
     """strawberry's AddValidationRules, whose rules schema.extensions_runner adds
     directly (start_operation) instead of keeping its on_operation generator suspended
@@ -95,7 +108,7 @@ class ValidationRules(AddValidationRules):
 
     def start_operation(self) -> None:
         context = self.execution_context
-        context.validation_rules = context.validation_rules + tuple(self.validation_rules)
+        context.validation_rules = _joined(context.validation_rules, tuple(self.validation_rules))
 
     def end_operation(self, error: BaseException | None) -> None:
         return None
