@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Coroutine
 from typing import Any
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
@@ -32,10 +33,14 @@ UNSUPPORTED_MEDIA_TYPE = 415
 
 
 class GraphQLHTTPPolicy(GraphQL[Context, None]):
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
         if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
-            return
+            # strawberry's own coroutine, not one of ours awaiting it: a WebSocket runs
+            # in it for the connection's life, and each frame around it is kept as long.
+            return super().__call__(scope, receive, send)
+        return self._serve_http(scope, receive, send)
+
+    async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope=scope, receive=receive)
         try:
             response = await self.run(request)

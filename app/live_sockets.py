@@ -22,7 +22,7 @@ REVOKED_REASON = "The access token was revoked (logOut); log in again."
 CloseSocket = Callable[[int, str], Awaitable[None]]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # one per open socket: no dict per instance
 class LiveSocket:
     claims: TokenClaims
     close: CloseSocket

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import DisableIntrospection, SchemaExtension, ValidationCache
+from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
+from strawberry.extensions import SchemaExtension, ValidationCache
 from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.types import ExecutionContext
 
@@ -14,7 +14,7 @@ from schema.context import Auth, Context, RateLimiter
 from schema.execution import SubscriptionSafeExecutionContext
 from schema.extensions import CachedParse, CloseSession, ErrorCodes
 from schema.extensions_runner import ExtensionsRunner
-from schema.limits import ExtensionFactory, QueryLimits, limit_extensions
+from schema.limits import ExtensionFactory, QueryLimits, ValidationRules, limit_extensions
 from schema.mutations import Mutation
 from schema.nodes import node_type, node_types
 from schema.queries import Query
@@ -53,7 +53,9 @@ def build_schema(
         MutationRateLimit,
     ]
     if not introspection:
-        extensions.append(DisableIntrospection)
+        # strawberry's DisableIntrospection, as rules the runner adds without keeping a
+        # generator per subscription (schema.extensions_runner).
+        extensions.append(lambda: ValidationRules([NoSchemaIntrospectionCustomRule]))
     # Parsing and validating a document cost more than executing a mutation: both are
     # cached by document text (bounded, so unique texts cannot grow memory). Last, so
     # that they run with the parse options and validation rules added above.

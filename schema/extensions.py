@@ -40,15 +40,24 @@ class CloseSession(SchemaExtension):
         await self.before_stream_result(result)
         yield
 
-    async def on_operation(self) -> AsyncIterator[None]:
+    # (schema.extensions_runner calls start_operation and end_operation directly: no
+    # generator kept per subscription.)
+    def start_operation(self) -> None:
         context = self.execution_context.context
         if isinstance(context, Context):
             context.fresh_reads()
+
+    async def end_operation(self, error: BaseException | None) -> None:
+        context = self.execution_context.context
+        if isinstance(context, Context):
+            await context.close()
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        self.start_operation()
         try:
             yield
         finally:
-            if isinstance(context, Context):
-                await context.close()
+            await self.end_operation(None)
 
 
 class ErrorCodes(SchemaExtension):
@@ -64,7 +73,16 @@ class ErrorCodes(SchemaExtension):
     # called, and its body never runs.
     async def on_operation(self) -> AsyncIterator[None]:
         yield
-        self._code_errors(self.execution_context.result)
+        self.end_operation(None)
+
+    # (schema.extensions_runner calls these directly: no generator kept per
+    # subscription.)
+    def start_operation(self) -> None:
+        return None
+
+    def end_operation(self, error: BaseException | None) -> None:
+        if error is None:  # as on_operation: nothing after its yield runs on an error
+            self._code_errors(self.execution_context.result)
 
     def before_stream_result(self, result: Any) -> None:
         # A streamed operation (a subscription on any transport; any operation over SSE)

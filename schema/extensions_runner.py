@@ -16,7 +16,13 @@ still uses `on_stream_result`, so such an extension defines both, the same.
 
 A subscription's operation hooks stay entered for as long as it lives: strawberry holds
 them in an AsyncExitStack (its deque allocates about 0.8 KiB up front), per idle
-subscription. `OperationHooks` keeps the list of what it entered instead.
+subscription. `OperationHooks` keeps the list of what it entered instead. An extension
+whose operation hook is work before and/or after the operation, with nothing kept in
+between, may also define `start_operation()` and `end_operation(error)` (plain or
+async; `OperationBounds`): this runner calls them instead of keeping a suspended
+generator, its context manager and strawberry's wrapper function per extension for the
+subscription's life (about 0.5 KiB each). Like `before_stream_result`, such an
+extension defines `on_operation` too, the same, for strawberry's own runner.
 """
 
 from __future__ import annotations
@@ -39,6 +45,18 @@ from strawberry.utils.await_maybe import await_maybe
 @runtime_checkable
 class BeforeStreamResult(Protocol):
     def before_stream_result(self, result: Any) -> Awaitable[None] | None: ...
+
+
+@runtime_checkable
+class OperationBounds(Protocol):
+    def start_operation(self) -> Awaitable[None] | None:
+        """Before the operation (where on_operation's code before its yield runs)."""
+
+    def end_operation(self, error: BaseException | None) -> Awaitable[None] | None:
+        """After it, whatever happened: `error` is the exception on its way out (None
+        when it ended normally; on_operation's code after a bare yield runs only then).
+        Raising replaces that exception, as a hook's own error does; it cannot
+        suppress it."""
 
 
 # Per extension, in order: a context-manager hook, or a call made before the result.
@@ -113,15 +131,30 @@ class StreamResultHooks:
 
 class OperationHooks(OperationContextManager):
     """strawberry's operation context manager, without its exit stack: the same hooks,
-    entered in order and exited in reverse (see StreamResultHooks)."""
+    entered in order and exited in reverse (see StreamResultHooks), and the bounds of
+    the extensions that have them (`OperationBounds`) called in their place."""
 
-    __slots__ = ("_entered",)
+    __slots__ = ("_entered", "_extensions")
+
+    def __init__(self, extensions: list[SchemaExtension]) -> None:
+        # The hooks are looked up at entry, one extension at a time (strawberry's
+        # lookup builds a wrapper function per hook, kept for the operation's life).
+        super().__init__([])
+        self._extensions = extensions
 
     async def __aenter__(self) -> None:
-        self._entered: list[tuple[bool, Any]] = []
-        for hook in self.hooks:
-            manager: Any = hook.hook()
-            await _enter(hook, manager, self._entered)
+        self._entered: list[Entered] = []
+        for extension in self._extensions:
+            if isinstance(extension, OperationBounds):
+                started = extension.start_operation()
+                if started is not None:
+                    await started
+                self._entered.append(extension)
+                continue
+            hook = self.get_hook(extension)
+            if hook is not None:
+                manager: Any = hook.hook()
+                await _enter(hook, manager, self._entered)
 
     async def __aexit__(
         self,
@@ -134,7 +167,12 @@ class OperationHooks(OperationContextManager):
         await _exit(self._entered, error)
 
 
-async def _enter(hook: WrappedHook, manager: Any, entered: list[tuple[bool, Any]]) -> None:
+# What was entered, to exit last first: (is_async, context manager), or an extension
+# whose end_operation is due.
+Entered = tuple[bool, Any] | OperationBounds
+
+
+async def _enter(hook: WrappedHook, manager: Any, entered: list[Any]) -> None:
     if hook.is_async:
         await manager.__aenter__()
     else:
@@ -142,11 +180,20 @@ async def _enter(hook: WrappedHook, manager: Any, entered: list[tuple[bool, Any]
     entered.append((hook.is_async, manager))
 
 
-async def _exit(entered: list[tuple[bool, Any]], error: BaseException | None) -> bool:
+async def _exit(entered: list[Any], error: BaseException | None) -> bool:
     """Exit what `entered` holds, last first; True when a hook suppressed `error`."""
     pending = error  # the exception still on its way out (None: none)
     while entered:
-        is_async, manager = entered.pop()
+        top: Entered = entered.pop()
+        if not isinstance(top, tuple):
+            try:
+                ended = top.end_operation(pending)
+                if ended is not None:
+                    await ended
+            except BaseException as raised:  # as a hook's own error: replaces it
+                pending = raised
+            continue
+        is_async, manager = top
         exit_args = (type(pending), pending, pending.__traceback__) if pending else (None,) * 3
         try:
             if is_async:

@@ -9,11 +9,13 @@ or "aliases") and `extensions.maximum`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from graphql import (
+    ASTValidationRule,
     ExecutableDefinitionNode,
     FieldNode,
     FragmentDefinitionNode,
@@ -74,9 +76,45 @@ class _TokenLimit(SchemaExtension):
     def __init__(self, max_tokens: int) -> None:
         self.max_tokens = max_tokens
 
-    def on_operation(self) -> Iterator[None]:
-        # Counts comments as well, so a document of nothing but comments is bounded too.
+    def start_operation(self) -> None:
+        # (schema.extensions_runner calls this directly: no generator kept per
+        # subscription.) Counts comments as well, so a document of nothing but
+        # comments is bounded too.
         self.execution_context.parse_options["max_tokens"] = self.max_tokens
+
+    def end_operation(self, error: BaseException | None) -> None:
+        return None
+
+    def on_operation(self) -> Iterator[None]:
+        self.start_operation()  # strawberry's own runner uses this
+        yield
+
+
+Rules = tuple[type[ASTValidationRule], ...]
+
+
+@functools.lru_cache(maxsize=16)
+def _joined(rules: Rules, added: Rules) -> Rules:
+    """The same tuple for every operation given the same rules: an operation keeps its
+    rules for its life (a subscription, for as long as it is open), and each of
+    strawberry's per-operation tuples costs about 0.3 KiB."""
+    return rules + added
+
+
+class ValidationRules(AddValidationRules):
+    """strawberry's AddValidationRules, whose rules schema.extensions_runner adds
+    directly (start_operation) instead of keeping its on_operation generator suspended
+    for a subscription's life."""
+
+    def start_operation(self) -> None:
+        context = self.execution_context
+        context.validation_rules = _joined(context.validation_rules, tuple(self.validation_rules))
+
+    def end_operation(self, error: BaseException | None) -> None:
+        return None
+
+    def on_operation(self) -> Iterator[None]:
+        self.start_operation()
         yield
 
 
@@ -177,5 +215,5 @@ def limit_extensions(limits: QueryLimits) -> list[ExtensionFactory]:
     shape_rule = _shape_rule(limits)
     return [
         lambda: _TokenLimit(limits.max_tokens),
-        lambda: AddValidationRules([shape_rule, MaxIntrospectionDepthRule]),
+        lambda: ValidationRules([shape_rule, MaxIntrospectionDepthRule]),
     ]

@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from enum import Enum
 from types import TracebackType
 from typing import Protocol, TypeVar
+
+from prometheus_client import Gauge
 
 from subscriptions.changelog import LoggedChange
 from subscriptions.cursors import AHEAD_OF_LOG, EXPIRED_CURSOR, INVALID_CURSOR
@@ -54,15 +54,9 @@ class DeliveryObserver:
         closed, or the operation was cancelled mid-send)."""
         self.send_error = error
 
-    @asynccontextmanager
-    async def subscribed(self) -> AsyncIterator[None]:
-        """Around a running subscription: the active subscriptions gauge."""
-        gauge = self.metrics.active_subscriptions.labels(self.transport)
-        gauge.inc()
-        try:
-            yield
-        finally:
-            gauge.dec()
+    def subscribed(self) -> Subscribed:
+        """Around a running subscription (`async with`): the active subscriptions gauge."""
+        return Subscribed(self.metrics.active_subscriptions.labels(self.transport))
 
     def resync(self, user_id: int, reason: str | None) -> None:
         reason = reason or INVALID_CURSOR
@@ -83,6 +77,27 @@ class DeliveryObserver:
                 yield delivery.sending(item)
         """
         return Delivery(self, user_id, change)
+
+
+class Subscribed:
+    """Counts a subscription in the gauge while it runs. A class rather than a
+    generator-based context manager: it is held for the subscription's life."""
+
+    __slots__ = ("_gauge",)
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+
+    async def __aenter__(self) -> None:
+        self._gauge.inc()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._gauge.dec()
 
 
 class Delivery:

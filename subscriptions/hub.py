@@ -211,11 +211,9 @@ class LocalHubs:
     def hub(self, user_id: int) -> UserHub | None:
         return self._hubs.get(user_id)
 
-    @contextlib.asynccontextmanager
-    async def join(self, user_id: int) -> AsyncIterator[tuple[UserHub, Listener]]:
-        """Attach a listener to the user's hub (started, and its broker subscription
-        confirmed, before this returns); detach it at exit, stopping the hub after its
-        last listener."""
+    async def attach(self, user_id: int) -> tuple[UserHub, Listener]:
+        """A listener on the user's hub (started, and its broker subscription
+        confirmed, before this returns); `detach` it when done."""
         hub = self._hubs.get(user_id)
         if hub is None:
             hub = self._hubs[user_id] = UserHub(user_id, self._broker, self.reader, self.watermark)
@@ -224,10 +222,24 @@ class LocalHubs:
         hub.listeners.add(listener)
         try:
             await hub.ready()
+        except BaseException:
+            await self.detach(hub, listener)
+            raise
+        return hub, listener
+
+    async def detach(self, hub: UserHub, listener: Listener) -> None:
+        """Remove a listener `attach` gave; the hub stops after its last listener."""
+        hub.listeners.discard(listener)
+        if not hub.listeners:
+            if self._hubs.get(hub.user_id) is hub:
+                del self._hubs[hub.user_id]
+            await hub.stop()
+
+    @contextlib.asynccontextmanager
+    async def join(self, user_id: int) -> AsyncIterator[tuple[UserHub, Listener]]:
+        """attach, and detach at exit."""
+        hub, listener = await self.attach(user_id)
+        try:
             yield hub, listener
         finally:
-            hub.listeners.discard(listener)
-            if not hub.listeners:
-                if self._hubs.get(user_id) is hub:
-                    del self._hubs[user_id]
-                await hub.stop()
+            await self.detach(hub, listener)

@@ -4,6 +4,7 @@ went wrong while the result was out)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
@@ -209,3 +210,157 @@ async def test_operation_hooks_see_the_subscription_closed() -> None:
         "sync operation enter",
         "async operation saw GeneratorExit",
     ]
+
+
+# Apart from `calls`: a generator another test left unclosed may be finalized (and
+# append to it) while these run.
+steps: list[str] = []
+
+
+class OuterOperation(SchemaExtension):
+    async def on_operation(self) -> AsyncIterator[None]:
+        steps.append("async operation enter")
+        try:
+            yield
+        except BaseException as error:
+            steps.append(f"async operation saw {type(error).__name__}")
+            raise
+        steps.append("async operation exit")
+
+
+class InnerOperation(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        steps.append("sync operation enter")
+        yield
+        steps.append("sync operation exit")
+
+
+class BoundedOperation(SchemaExtension):
+    """Work before and after the operation: the runner calls start_operation and
+    end_operation directly, keeping no generator."""
+
+    async def start_operation(self) -> None:
+        steps.append("bounded start")
+
+    def end_operation(self, error: BaseException | None) -> None:
+        steps.append(f"bounded end {type(error).__name__ if error else None}")
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        steps.append("generator driven")  # strawberry's own runner would use this
+        yield
+
+
+class FailingEnd(SchemaExtension):
+    def start_operation(self) -> None:
+        steps.append("failing start")
+
+    def end_operation(self, error: BaseException | None) -> None:
+        raise RuntimeError("end failed")
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+
+
+@strawberry.type
+class FailingSubscription:
+    @strawberry.subscription
+    async def count(self) -> AsyncGenerator[int, None]:
+        yield 0
+        raise RuntimeError("body failed")
+
+
+def bounded_schema(*extensions: type[SchemaExtension]) -> CommitcastSchema:
+    return CommitcastSchema(query=Query, subscription=Subscription, extensions=list(extensions))
+
+
+async def test_operation_bounds_run_in_their_place_without_a_generator() -> None:
+    steps.clear()
+    schema = bounded_schema(OuterOperation, BoundedOperation, InnerOperation)
+    results = await schema.subscribe("subscription { count }")
+    seen = [result.data async for result in results]  # type: ignore[union-attr]
+
+    assert seen == [{"count": 0}, {"count": 1}, {"count": 2}]
+    assert steps == [
+        "async operation enter",
+        "bounded start",
+        "sync operation enter",
+        "sync operation exit",
+        "bounded end None",
+        "async operation exit",
+    ]
+
+
+async def test_operation_bounds_see_the_subscription_closed() -> None:
+    steps.clear()
+    schema = bounded_schema(OuterOperation, BoundedOperation)
+    results = await schema.subscribe("subscription { count }")
+    async for _ in results:  # type: ignore[union-attr]
+        break
+    await results.aclose()  # type: ignore[union-attr]
+
+    assert steps == [
+        "async operation enter",
+        "bounded start",
+        "bounded end GeneratorExit",
+        "async operation saw GeneratorExit",
+    ]
+
+
+async def test_operation_bounds_see_the_subscription_cancelled() -> None:
+    steps.clear()
+    schema = bounded_schema(BoundedOperation)
+    results = await schema.subscribe("subscription { count }")
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in results:  # type: ignore[union-attr]
+            started.set()
+            await asyncio.Event().wait()  # until cancelled
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await results.aclose()  # type: ignore[union-attr]
+
+    assert steps == ["bounded start", "bounded end GeneratorExit"]
+
+
+async def test_an_end_operation_error_replaces_the_one_in_flight() -> None:
+    steps.clear()
+    schema = CommitcastSchema(
+        query=Query,
+        subscription=FailingSubscription,
+        extensions=[OuterOperation, FailingEnd, BoundedOperation],
+    )
+    results = await schema.subscribe("subscription { count }")
+    seen: list[Any] = []
+
+    async def consume() -> None:
+        async for result in results:  # type: ignore[union-attr]
+            seen.append(result.errors[0].message if result.errors else result.data)
+
+    with pytest.raises(RuntimeError, match="end failed"):
+        await consume()
+
+    # The body's error is a result (strawberry turns it into one); the hooks then exit
+    # normally, last first, and FailingEnd's own error is what the ones before it see
+    # and what leaves the operation.
+    assert seen == [{"count": 0}, "body failed"]
+    assert steps == [
+        "async operation enter",
+        "failing start",
+        "bounded start",
+        "bounded end None",
+        "async operation saw RuntimeError",
+    ]
+
+
+def test_our_operation_hooks_take_the_direct_path() -> None:
+    from schema.extensions import CloseSession, ErrorCodes
+    from schema.extensions_runner import OperationBounds
+    from schema.limits import ValidationRules, _TokenLimit
+
+    for extension in (CloseSession, ErrorCodes, ValidationRules, _TokenLimit):
+        assert issubclass(extension, OperationBounds), extension

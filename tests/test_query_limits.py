@@ -12,15 +12,21 @@ from typing import Any
 
 import httpx
 import pytest
-from graphql import get_introspection_query
+from graphql import (
+    MaxIntrospectionDepthRule,
+    OperationType,
+    get_introspection_query,
+    specified_rules,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from strawberry.types import ExecutionContext
 
 import models
 from app.runtime import open_runtime
 from app.settings import Settings
 from schema import Context, build_schema
 from schema.errors import INTERNAL_SERVER_ERROR, QUERY_TOO_COMPLEX
-from schema.limits import QueryLimits
+from schema.limits import QueryLimits, ValidationRules
 from subscriptions.cursors import encode_cursor
 from tests.live import live_server
 from tests.support import GraphQLClient
@@ -167,3 +173,22 @@ async def test_subscription_event_errors_are_coded_and_masked(
     assert "hunter2" not in repr(formatted)
     assert extensions["reference"] in caplog.text
     assert "hunter2" in caplog.text
+
+
+def test_operations_share_one_tuple_of_validation_rules() -> None:
+    """An operation keeps its validation rules for its life: every operation gets the
+    same tuple (strawberry's defaults and ours), not one of its own."""
+    schema = build_schema()
+    contexts = []
+    for _ in range(2):
+        context = ExecutionContext(
+            query="{ __typename }", schema=schema, allowed_operations=[OperationType.QUERY]
+        )
+        extension = ValidationRules([MaxIntrospectionDepthRule])
+        extension.execution_context = context
+        extension.start_operation()
+        contexts.append(context)
+
+    first, second = (context.validation_rules for context in contexts)
+    assert first is second
+    assert first == (*specified_rules, MaxIntrospectionDepthRule)
