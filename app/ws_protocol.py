@@ -189,6 +189,27 @@ def _warn_once(problem: str) -> None:
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's `websockets-sansio` protocol with smaller per-connection state."""
 
+    # uvicorn sets 37 attributes on each protocol object; past 30, CPython stops sharing
+    # the class's attribute keys and gives every instance a dict of its own (about 1.6
+    # KiB, per connection). Held in slots, these (set once per connection, mostly
+    # server-wide settings) leave the rest in shared-key storage. Behaviour is the same:
+    # a slot reads and writes like an instance attribute.
+    __slots__ = (
+        "app",
+        "app_state",
+        "asgi_version",
+        "close_timeout",
+        "config",
+        "connections",
+        "default_headers",
+        "logger",
+        "loop",
+        "ping_interval",
+        "ping_timeout",
+        "root_path",
+        "tasks",
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # uvicorn's own arguments (config, server_state, app_state), passed on unchanged.
         super().__init__(*args, **kwargs)
@@ -218,7 +239,8 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)
         # The handshake response (and its headers) is only read until it is sent.
-        if self.handshake_complete and "response" in self.__dict__:
+        # (Not `self.__dict__`: reading it would build the instance's own dict.)
+        if self.handshake_complete and getattr(self, "response", None) is not None:
             del self.response
 
 
