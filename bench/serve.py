@@ -1,8 +1,9 @@
 """Run one benchmark target as a server process: `python -m bench.serve ours|baseline`.
 
 The same uvicorn settings as `python -m app` (uvloop and httptools when installed,
-app.ws_protocol's WebSocket protocol, no per-message compression), for both targets so
-that they differ in the app only. Besides the app, `GET /__bench/stats`
+no per-message compression; Commitcast with the WebSocket protocol of app.ws_protocol
+as `python -m app` runs it, the textbook with uvicorn's stock websockets-sansio as a
+tutorial's server would). Besides the app, `GET /__bench/stats`
 answers `{"statements": n, "pid": p}`: the number of SQL statements this process has
 sent (an SQLAlchemy event on every engine), which is how the benchmark measures
 statements per change.
@@ -90,14 +91,22 @@ def baseline(realtime: bool) -> Any:
     return create_app()
 
 
+def ws_protocol(target: str) -> Any:
+    """What each target's own server runs: Commitcast's leaner protocol (app.ws_protocol,
+    as `python -m app`), the textbook's uvicorn's stock one."""
+    if target == "baseline":
+        return "websockets-sansio"
+    from app.ws_protocol import websocket_protocol
+
+    return websocket_protocol()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.serve")
     parser.add_argument("target", choices=["ours", "baseline"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--no-realtime", action="store_true")
     args = parser.parse_args()
-    from app.ws_protocol import websocket_protocol
-
     Statements.install()
     factory = ours if args.target == "ours" else baseline
     uvicorn.run(
@@ -105,7 +114,7 @@ def main() -> None:
         host="127.0.0.1",
         port=args.port,
         log_level="warning",
-        ws=websocket_protocol(),
+        ws=ws_protocol(args.target),
         ws_per_message_deflate=False,
         backlog=8192,
         timeout_keep_alive=120,

@@ -7,8 +7,9 @@ it, and yields it. No change log, no resume, no sharing between subscribers.
 
 Same schema subset as Commitcast for what the benchmark touches (Card with `title`,
 `version`, `updatedAt`; `updateCard`; `userUpdates { op typename id node }`), same
-server settings (uvicorn, app/ws_protocol.py's websockets-sansio, no compression), same
-tokens (HS256 JWT with `sub` = user id).
+server settings (uvicorn, websockets-sansio, no compression; uvicorn's stock protocol,
+where Commitcast runs its leaner subclass, app/ws_protocol.py), same tokens (HS256
+JWT with `sub` = user id).
 
 Two changes to broadcaster 0.3.1, without which it loses subscribers instead of being
 slow (see DESIGN.md "Known traps"): concurrent first subscriptions to a channel are
