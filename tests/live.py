@@ -51,6 +51,13 @@ async def live_server(
         lifespan="on",
     )
     server = StreamEndingServer(config, app.state.open_streams)
+    async with serving(server):
+        yield LiveServer(app, server, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql")
+
+
+@asynccontextmanager
+async def serving(server: uvicorn.Server) -> AsyncIterator[None]:
+    """`server` running in this process (started when this enters) until the block ends."""
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(STARTUP_TIMEOUT):
@@ -59,7 +66,7 @@ async def live_server(
                     task.result()
                     raise AssertionError("uvicorn stopped before it started")
                 await asyncio.sleep(0.02)
-        yield LiveServer(app, server, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql")
+        yield
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
@@ -80,14 +87,5 @@ async def plain_server(asgi: Any, **options: Any) -> AsyncIterator[tuple[str, uv
         **options,
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(STARTUP_TIMEOUT):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.02)
+    async with serving(server):
         yield f"ws://127.0.0.1:{port}/", server
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, STARTUP_TIMEOUT)

@@ -325,6 +325,13 @@ async def echo(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "websocket.send", "text": message["text"]})
 
 
+async def writes_paused(protocol: LeanWebSocketProtocol) -> None:
+    async def paused() -> bool:
+        return not protocol.writable.is_set()
+
+    await eventually(paused, "the server to stop writing", TIMEOUT)
+
+
 def only_protocol(server: uvicorn.Server) -> LeanWebSocketProtocol:
     (protocol,) = server.server_state.connections
     assert isinstance(protocol, LeanWebSocketProtocol)
@@ -380,11 +387,7 @@ async def test_writes_wait_while_the_client_reads_nothing_and_resume_in_order() 
         connect(url, max_size=None, max_queue=1) as connection,
     ):
         protocol = only_protocol(server)
-
-        async def paused() -> bool:
-            return not protocol.writable.is_set()
-
-        await eventually(paused, "the server to stop writing", TIMEOUT)
+        await writes_paused(protocol)
         assert not finished.done()
         assert len(sent) < CHUNKS
         received = []
@@ -413,11 +416,7 @@ async def test_a_client_gone_while_writes_wait_ends_the_waiting_send() -> None:
         connect(url, max_size=None, max_queue=1) as connection,
     ):
         protocol = only_protocol(server)
-
-        async def paused() -> bool:
-            return not protocol.writable.is_set()
-
-        await eventually(paused, "the server to stop writing", TIMEOUT)
+        await writes_paused(protocol)
         connection.transport.abort()
         error = await asyncio.wait_for(finished, TIMEOUT)
     assert type(error).__name__ == "ClientDisconnected"
