@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 import app.ws_protocol
 from app.asgi import create_app
@@ -325,11 +326,21 @@ async def echo(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "websocket.send", "text": message["text"]})
 
 
-async def writes_paused(protocol: LeanWebSocketProtocol) -> None:
-    async def paused() -> bool:
-        return not protocol.writable.is_set()
+@asynccontextmanager
+async def client_reading_nothing(asgi: Any) -> AsyncIterator[ClientConnection]:
+    """`asgi` served, with a client that has read nothing yet: yielded once the
+    server's writes to it are paused (the transport's buffer is full)."""
+    async with (
+        plain_server(asgi) as (url, server),
+        connect(url, max_size=None, max_queue=1) as connection,
+    ):
+        protocol = only_protocol(server)
 
-    await eventually(paused, "the server to stop writing", TIMEOUT)
+        async def paused() -> bool:
+            return not protocol.writable.is_set()
+
+        await eventually(paused, "the server to stop writing", TIMEOUT)
+        yield connection
 
 
 def only_protocol(server: uvicorn.Server) -> LeanWebSocketProtocol:
@@ -382,12 +393,7 @@ async def test_writes_wait_while_the_client_reads_nothing_and_resume_in_order() 
             finished.set_result(exc)
             raise
 
-    async with (
-        plain_server(firehose) as (url, server),
-        connect(url, max_size=None, max_queue=1) as connection,
-    ):
-        protocol = only_protocol(server)
-        await writes_paused(protocol)
+    async with client_reading_nothing(firehose) as connection:
         assert not finished.done()
         assert len(sent) < CHUNKS
         received = []
@@ -411,12 +417,7 @@ async def test_a_client_gone_while_writes_wait_ends_the_waiting_send() -> None:
             finished.set_result(exc)
             raise
 
-    async with (
-        plain_server(firehose) as (url, server),
-        connect(url, max_size=None, max_queue=1) as connection,
-    ):
-        protocol = only_protocol(server)
-        await writes_paused(protocol)
+    async with client_reading_nothing(firehose) as connection:
         connection.transport.abort()
         error = await asyncio.wait_for(finished, TIMEOUT)
     assert type(error).__name__ == "ClientDisconnected"
