@@ -11,8 +11,8 @@ from starlette.applications import Starlette
 
 from app.asgi import GRAPHQL_PATH, create_app
 from app.logs import configure_logging
+from app.server import CommitcastServer
 from app.settings import ENVIRONMENT_VARIABLES, Settings, SettingsError
-from app.streaming import StreamEndingServer
 from app.web import DEFAULT_WEB_DIST, board_index
 from app.ws_protocol import websocket_protocol
 
@@ -61,7 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if board_index(DEFAULT_WEB_DIST) is not None:
         print(f"Commitcast board: http://{shown_host}:{args.port}/", flush=True)
     app = create_app(settings)
-    StreamEndingServer(server_config(app, args, settings), app.state.open_streams).run()
+    server = CommitcastServer(
+        server_config(app, args, settings),
+        app.state.open_streams,
+        tune_collector=settings.gc_tuning,
+    )
+    server.run()
     return 0
 
 

@@ -61,6 +61,9 @@ class Settings:
     # None: on in development, off in production.
     graphiql: bool | None = None
     introspection: bool | None = None
+    # Freeze what exists once the server has started and collect young objects less
+    # often (app/gc_tuning.py).
+    gc_tuning: bool = True
 
     @property
     def serves_graphiql(self) -> bool:
@@ -184,6 +187,7 @@ class Settings:
             ),
             graphiql=_switch("GRAPHIQL", env),
             introspection=_switch("INTROSPECTION", env),
+            gc_tuning=_switch("GC_TUNING", env) is not False,
         )
 
 
@@ -348,5 +352,11 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "METRICS_TOKEN",
         "(none: /metrics is open)",
         "when set, /metrics requires the header Authorization: Bearer <token>",
+    ),
+    (
+        "GC_TUNING",
+        "true",
+        "true or false: once started, freeze what exists in the garbage collector and "
+        "collect young objects less often",
     ),
 )

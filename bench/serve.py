@@ -2,8 +2,9 @@
 
 The same uvicorn settings as `python -m app` (uvloop and httptools when installed,
 no per-message compression; Commitcast with the WebSocket protocol of app.ws_protocol
-as `python -m app` runs it, the textbook with uvicorn's stock websockets-sansio as a
-tutorial's server would). Besides the app, `GET /__bench/stats`
+and the server of app.server (the garbage collector tuned once started) as
+`python -m app` runs it, the textbook with uvicorn's stock websockets-sansio and server
+as a tutorial's would). Besides the app, `GET /__bench/stats`
 answers `{"statements": n, "pid": p}`: the number of SQL statements this process has
 sent (an SQLAlchemy event on every engine), which is how the benchmark measures
 statements per change.
@@ -109,8 +110,9 @@ def main() -> None:
     args = parser.parse_args()
     Statements.install()
     factory = ours if args.target == "ours" else baseline
-    uvicorn.run(
-        WithStats(factory(not args.no_realtime)),
+    app = factory(not args.no_realtime)
+    config = uvicorn.Config(
+        WithStats(app),
         host="127.0.0.1",
         port=args.port,
         log_level="warning",
@@ -119,6 +121,20 @@ def main() -> None:
         backlog=8192,
         timeout_keep_alive=120,
     )
+    server(args.target, config, app).run()
+
+
+def server(target: str, config: uvicorn.Config, app: Any) -> uvicorn.Server:
+    """What each target's own server is: `python -m app`'s for Commitcast (ending
+    streams at shutdown, the garbage collector tuned once started: app/gc_tuning.py),
+    uvicorn's plain one for the textbook."""
+    if target == "baseline":
+        return uvicorn.Server(config)
+    from app.server import CommitcastServer
+    from app.settings import Settings
+
+    tune = Settings.from_env().gc_tuning
+    return CommitcastServer(config, app.state.open_streams, tune_collector=tune)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.context import (
@@ -57,6 +57,20 @@ class OperationBounds(Protocol):
         when it ended normally; on_operation's code after a bare yield runs only then).
         Raising replaces that exception, as a hook's own error does; it cannot
         suppress it."""
+
+
+def has_bounds(extension: SchemaExtension) -> bool:
+    """isinstance(extension, OperationBounds), answered once per extension class: a
+    runtime-checkable protocol looks its methods up on every check, which for every
+    request's extensions was about 2 % of the server's CPU under load."""
+    kind = type(extension)
+    known = _BOUNDED.get(kind)
+    if known is None:
+        known = _BOUNDED[kind] = isinstance(extension, OperationBounds)
+    return known
+
+
+_BOUNDED: dict[type[SchemaExtension], bool] = {}
 
 
 # Per extension, in order: a context-manager hook, or a call made before the result.
@@ -145,11 +159,12 @@ class OperationHooks(OperationContextManager):
     async def __aenter__(self) -> None:
         self._entered: list[Entered] = []
         for extension in self._extensions:
-            if isinstance(extension, OperationBounds):
-                started = extension.start_operation()
+            if has_bounds(extension):
+                bounded = cast("OperationBounds", extension)
+                started = bounded.start_operation()
                 if started is not None:
                     await started
-                self._entered.append(extension)
+                self._entered.append(bounded)
                 continue
             hook = self.get_hook(extension)
             if hook is not None:

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from app.asgi import create_app
 from app.runtime import Runtime
 from app.settings import Settings
-from app.streaming import StreamEndingServer
+from app.server import CommitcastServer
 from app.ws_protocol import websocket_protocol
 from tests.servers import free_port
 
@@ -36,8 +36,13 @@ class LiveServer:
 
 @asynccontextmanager
 async def live_server(
-    settings: Settings, *, stream_heartbeat_seconds: float | None = None
+    settings: Settings,
+    *,
+    stream_heartbeat_seconds: float | None = None,
+    tune_collector: bool = False,
 ) -> AsyncIterator[LiveServer]:
+    """`python -m app`'s server, in this process. The garbage collector's tuning
+    (settings.gc_tuning in production) is process-wide, so it is left off unless asked."""
     app = create_app(settings, stream_heartbeat_seconds=stream_heartbeat_seconds)
     port = free_port()
     config = uvicorn.Config(
@@ -50,7 +55,7 @@ async def live_server(
         ws_per_message_deflate=False,
         lifespan="on",
     )
-    server = StreamEndingServer(config, app.state.open_streams)
+    server = CommitcastServer(config, app.state.open_streams, tune_collector=tune_collector)
     async with serving(server):
         yield LiveServer(app, server, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql")
 
