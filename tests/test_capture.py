@@ -290,4 +290,24 @@ async def test_bulk_update_and_delete_are_refused_not_silently_skipped(
     async with sessions() as session, session.begin():
         with pytest.raises(BulkWriteRefused, match="bulk DELETE on Comment"):
             await session.execute(delete(models.Comment))
+    # Whichever way the statement enters the session.
+    returning_ids = update(models.Card).values(done=True).returning(models.Card.id)
+    async with sessions() as session, session.begin():
+        with pytest.raises(BulkWriteRefused, match="bulk UPDATE on Card"):
+            await session.scalars(returning_ids)
+        with pytest.raises(BulkWriteRefused, match="bulk UPDATE on Card"):
+            await session.scalar(returning_ids)
+        with pytest.raises(BulkWriteRefused, match="bulk DELETE on Card"):
+            await session.run_sync(lambda sync: sync.execute(delete(models.Card)))
     assert sink.batches == []
+
+
+async def test_core_statements_on_tables_and_plain_reads_are_not_refused(
+    sessions: async_sessionmaker[AsyncSession], sink: ListSink, world: World
+) -> None:
+    # As before: only ORM bulk writes are refused (a Core statement names no model).
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(models.Card.__table__).where(models.Card.__table__.c.id == -1).values(done=True)
+        )
+        assert await session.scalar(select(models.Card.id).where(models.Card.id == -1)) is None
