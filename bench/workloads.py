@@ -34,6 +34,10 @@ class Sizes:
     # rate spends the server on mutations, too low a one does not saturate it).
     saturation_rates_one_user: tuple[float, ...] = (60.0, 80.0, 100.0, 115.0)
     saturation_rate_board: float = 8.0
+    # Mutations sent, and not counted, before a closed-loop mutation-latency figure: each
+    # is taken on a server in the same state (statement caches and prepared statements
+    # warm, pooled connections open), whatever ran before it.
+    mutation_warmup: int = 50
 
 
 QUICK = Sizes(
@@ -46,6 +50,7 @@ QUICK = Sizes(
     crowd_users=50,
     rate_high=50.0,
     saturation_rates_one_user=(75.0,),
+    mutation_warmup=5,
 )
 FULL = Sizes(
     latency_seconds=15,
@@ -202,6 +207,9 @@ class Bench:
             "p99_ms": ms(percentile(latencies, 99)),
             "p999_ms": ms(percentile(latencies, 99.9)),
             "max_ms": ms(max(latencies) if latencies else None),
+            # How long the mutations themselves took (open loop, at `rate`).
+            "mutation_p50_ms": ms(percentile(durations, 50)),
+            "mutation_p99_ms": ms(percentile(durations, 99)),
             "server_cpu_share": round((self.target.cpu_seconds() - cpu_before) / wall, 3),
             "client_cpu_share": round(client_cpu / wall, 3),
         }
@@ -250,6 +258,9 @@ class Bench:
         return round((await self.target.statements() - before) / changes, 2)
 
     async def mutation_latency(self, board: str) -> dict[str, Any]:
+        """Sequential mutations (closed loop), after a warm-up that is not counted."""
+        for _ in range(self.sizes.mutation_warmup):
+            await self.target.mutate(self.owner(board), self.next_card(board), "warm-up")
         durations = []
         for _ in range(self.sizes.mutations):
             _, _, took = await self.target.mutate(
@@ -261,6 +272,19 @@ class Bench:
             "p50_ms": ms(percentile(durations, 50)),
             "p99_ms": ms(percentile(durations, 99)),
             "mean_ms": ms(statistics.fmean(durations)),
+        }
+
+    async def paced_mutations(self, board: str, rate: float) -> dict[str, Any]:
+        """Mutation latency at a fixed rate (open loop), with nobody receiving: the
+        real-time-off counterpart of a latency workload's mutation figures."""
+        self.failures = []
+        _, durations = await self.open_loop([board], rate, self.sizes.latency_seconds)
+        return {
+            "rate": rate,
+            "mutations": len(durations),
+            "failed_mutations": len(self.failures),
+            "p50_ms": ms(percentile(durations, 50)),
+            "p99_ms": ms(percentile(durations, 99)),
         }
 
     async def memory(self) -> dict[str, Any]:
