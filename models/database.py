@@ -65,7 +65,8 @@ async def read_retrying_stale(read: Callable[[], Awaitable[T]]) -> T:
     connection handed out without the checkout ping; if that connection turns out to
     have been dropped by PostgreSQL, run `read` again on one that passed the ping.
 
-    Only for reads that may simply run again: nothing was read on a dead connection.
+    Only for reads that may simply run again: nothing was read on a dead connection (and
+    for statements whose second run changes nothing, such as the relay's marks).
     `read` runs again from its start, so it must clean up after its failed run (close a
     session it left open). The ping is one round trip per checkout; this is one per dropped
     connection, which is why the change-log reads, the delivery snapshots, the

@@ -13,8 +13,8 @@ from starlette.applications import Starlette
 
 from app.asgi import create_app
 from app.runtime import Runtime
-from app.settings import Settings
 from app.server import CommitcastServer
+from app.settings import Settings
 from app.ws_protocol import websocket_protocol
 from tests.servers import free_port
 

@@ -83,16 +83,27 @@ async def test_connections_postgresql_dropped_are_replaced_without_an_error(
 
 
 class Wire:
-    """Every statement the engine's connections sent, as asyncpg saw it."""
+    """Every statement the engine's connections sent, as asyncpg saw it: `statements`
+    has those asyncpg logs (the simple-protocol ones: pings, BEGIN, COMMIT, ROLLBACK);
+    `by_connection`, per connection (by id) and in order, those and the statements
+    SQLAlchemy ran through a cursor (prepared by asyncpg, which does not log them)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.statements: list[str] = []
+        self.by_connection: dict[int, list[str]] = {}
 
         @event.listens_for(engine.sync_engine, "connect")
         def log(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.driver_connection.add_query_logger(
-                lambda query: self.statements.append(query.query)
-            )
+            def record(query: Any) -> None:
+                self.statements.append(query.query)
+                self.by_connection.setdefault(id(dbapi_connection), []).append(query.query)
+
+            dbapi_connection.driver_connection.add_query_logger(record)
+
+        @event.listens_for(engine.sync_engine, "before_cursor_execute")
+        def prepared(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            key = id(connection.connection.dbapi_connection)
+            self.by_connection.setdefault(key, []).append(statement.strip())
 
 
 async def drop_connections(admin: Any, database: str) -> None:

@@ -20,6 +20,7 @@ from subscriptions.changelog import record_changes
 from subscriptions.changes import Change, ChangeOp
 from subscriptions.relay import MARK_DELAY, SWEEP_AGE, Relay
 from tests.support import eventually
+from tests.test_connection_pool import Wire
 
 
 @pytest.fixture
@@ -94,3 +95,35 @@ async def test_idle_returns_once_published_changes_are_marked(
     async with asyncio.timeout(MARK_DELAY * 5):
         await relay.idle()
     assert await unmarked(engine) == 0
+
+
+async def test_a_mark_on_postgresql_is_one_statement_on_its_connection(
+    empty_postgres_url: str, redis_url: str
+) -> None:
+    """No checkout ping, BEGIN or COMMIT around the UPDATE: each would be a round trip,
+    and a mark runs for every few mutations."""
+    engine = create_engine(empty_postgres_url)
+    wire = Wire(engine)
+    broker = broker_from_url(redis_url)
+    await broker.connect()
+    relay = Relay(broker, engine, timedelta(days=1))
+    await relay.start()
+    try:
+        changes = await committed(engine, 1)
+        wire.by_connection.clear()
+        relay.submit(changes)
+        async with asyncio.timeout(MARK_DELAY * 5):
+            await relay.idle()
+        sent = {key: list(queries) for key, queries in wire.by_connection.items()}
+        assert await unmarked(engine) == 0
+    finally:
+        await relay.stop()
+        await broker.disconnect()
+        await engine.dispose()
+    # (The relay's first sweep comes SWEEP_INTERVAL after its start, later than this.)
+    assert list(sent.values()) == [
+        [
+            "UPDATE change_log SET published_at=$1::TIMESTAMP WITH TIME ZONE "
+            "WHERE change_log.id IN ($2::BIGINT)"
+        ]
+    ]
