@@ -57,7 +57,8 @@ def create_app(
         # GraphQL WebSockets skip Starlette's middleware stack and router (see
         # app/socket_entry.py), with the same ids and counting as the middleware below.
         socket_path=GRAPHQL_PATH,
-        socket_app=CorrelationIds(CountWebSockets(view, metrics=metrics)),
+        socket_app=view,
+        socket_gauge=metrics.websocket_connections,
         routes=[
             *web_routes(DEFAULT_WEB_DIST, fallback_url=GRAPHQL_PATH),
             Route("/healthz", healthz),

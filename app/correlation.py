@@ -59,12 +59,25 @@ class CorrelationIds:
             request_id.reset(token)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        token = connection_id.set(new_id())
-        rid = incoming_request_id(scope)
-        request_token = request_id.set(rid) if rid is not None else None
-        try:
+        with ConnectionIds(scope):
             await self.app(scope, receive, send)
-        finally:
-            if request_token is not None:
-                request_id.reset(request_token)
-            connection_id.reset(token)
+
+
+class ConnectionIds:
+    """`with ConnectionIds(scope):` a WebSocket connection's ids set for the block. A
+    class, not a generator: app.socket_entry holds it for the connection's life."""
+
+    __slots__ = ("_connection_token", "_request_token", "_scope")
+
+    def __init__(self, scope: Scope) -> None:
+        self._scope = scope
+
+    def __enter__(self) -> None:
+        self._connection_token = connection_id.set(new_id())
+        rid = incoming_request_id(self._scope)
+        self._request_token = request_id.set(rid) if rid is not None else None
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._request_token is not None:
+            request_id.reset(self._request_token)
+        connection_id.reset(self._connection_token)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 
+from prometheus_client import Gauge
 from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -52,17 +53,31 @@ class CountWebSockets:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        accepted = False
-
-        async def counting_send(message: Message) -> None:
-            nonlocal accepted
-            await send(message)
-            if message["type"] == "websocket.accept" and not accepted:
-                accepted = True
-                self.gauge.inc()
-
+        counted = CountingSend(send, self.gauge)
         try:
-            await self.app(scope, receive, counting_send)
+            await self.app(scope, receive, counted)
         finally:
-            if accepted:
-                self.gauge.dec()
+            counted.end()
+
+
+class CountingSend:
+    """A WebSocket's `send`, counting the socket in `gauge` from its accept until
+    `end()`. A small object rather than a closure: it lives as long as the socket."""
+
+    __slots__ = ("_accepted", "_gauge", "_send")
+
+    def __init__(self, send: Send, gauge: Gauge) -> None:
+        self._send = send
+        self._gauge = gauge
+        self._accepted = False
+
+    async def __call__(self, message: Message) -> None:
+        await self._send(message)
+        if message["type"] == "websocket.accept" and not self._accepted:
+            self._accepted = True
+            self._gauge.inc()
+
+    def end(self) -> None:
+        if self._accepted:
+            self._accepted = False
+            self._gauge.dec()

@@ -12,6 +12,9 @@ are bigger than their use:
 - `request` and `response`, the handshake's websockets objects with their headers:
   never read after the handshake; the scope keeps its own copy of the request headers.
   (websockets' parser keeps the request too: its headers are emptied.)
+- `ping_timer`, a loop timer per socket until its next keepalive ping (about 0.8 KiB
+  each): the sockets' ping timers share one loop timer here (app.timer_heap), with the
+  same schedule.
 
 This leans on uvicorn internals (our range is `uvicorn>=0.30`, unpinned), so the
 subclass is only used when uvicorn's source uses those attributes the way this module
@@ -28,11 +31,14 @@ import functools
 import inspect
 import logging
 import textwrap
+import weakref
 from typing import Any, Generic, TypeVar
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
+
+from app.timer_heap import TimerHeap
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +133,35 @@ class WritableFlag:
         return True
 
 
+# The keepalive pings' timers, one heap per event loop (on the loop's clock).
+_KEEPALIVE: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimerHeap] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def keepalive_timers(loop: asyncio.AbstractEventLoop) -> TimerHeap:
+    timers = _KEEPALIVE.get(loop)
+    if timers is None:
+        timers = _KEEPALIVE[loop] = TimerHeap(loop.time)
+    return timers
+
+
 # What the replacements offer, and where uvicorn may read the handshake objects.
 _QUEUE_METHODS = frozenset({"put_nowait", "get", "get_nowait", "empty", "qsize"})
 _FLAG_METHODS = frozenset({"set", "clear", "wait", "is_set"})
 _RESPONSE_READERS = frozenset({"handle_connect", "send"})
+# uvicorn's schedule_ping, which LeanWebSocketProtocol.schedule_ping does on the shared
+# timers: if uvicorn's differs, the stock protocol is used.
+_SCHEDULE_PING = """
+def schedule_ping(self) -> None:
+    assert self.ping_interval is not None
+    delay = max(0.0, self.ping_interval - self.last_ping_rtt)
+    self.ping_timer = self.loop.call_later(delay, self.send_keepalive_ping)
+"""
+
+
+def _same_code(a: str, b: str) -> bool:
+    return ast.dump(ast.parse(textwrap.dedent(a))) == ast.dump(ast.parse(textwrap.dedent(b)))
 
 
 def _uses_of_self_attributes(cls: type) -> list[tuple[str, str, ast.AST | None]]:
@@ -173,6 +204,17 @@ def internals_problem(cls: type = WebSocketsSansIOProtocol) -> str | None:
             return f"uvicorn reads self.request in {function}()"
         elif attribute == "response" and function not in _RESPONSE_READERS:
             return f"uvicorn reads self.response in {function}()"
+        elif attribute == "ping_timer" and not (
+            isinstance(parent, ast.Assign | ast.AnnAssign | ast.Compare)
+            or (isinstance(parent, ast.Attribute) and parent.attr == "cancel")
+        ):
+            return f"uvicorn uses self.ping_timer in {function}() in an unexpected way"
+    try:
+        schedule_ping = inspect.getsource(cls.schedule_ping)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, TypeError) as exc:
+        return f"cannot read uvicorn's schedule_ping ({exc})"
+    if not _same_code(schedule_ping, _SCHEDULE_PING):
+        return "uvicorn's schedule_ping is not the one app.ws_protocol expects"
     for method in ("handle_connect", "send", "receive"):
         if not callable(getattr(cls, method, None)):
             return f"uvicorn's WebSocket protocol has no {method}()"
@@ -235,6 +277,13 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         # suspended parser for the connection's life: empty its headers, the bulk of it.
         del self.request
         event.headers.clear()
+
+    def schedule_ping(self) -> None:
+        # uvicorn's (checked by internals_problem), on the loop's shared timers.
+        assert self.ping_interval is not None
+        delay = max(0.0, self.ping_interval - self.last_ping_rtt)
+        timer: Any = keepalive_timers(self.loop).call_later(delay, self.send_keepalive_ping)
+        self.ping_timer = timer  # (only ever cancelled, like the loop's TimerHandle)
 
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)

@@ -1,6 +1,7 @@
 """app/socket_entry.py: GraphQL WebSockets skip Starlette's stack, and lose nothing a
-socket needs (ids and counting are covered by test_logs and test_metrics over the real
-app): an exception is still logged and ends the socket, other paths still route."""
+socket needs: its ids are set and it is counted while open (also covered by test_logs
+and test_metrics over the real app), an exception is still logged and ends the socket,
+other paths still route."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import logging
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Gauge
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from app.logs import connection_id, request_id
 from app.socket_entry import SocketsFirst, route_path
 from tests.live import plain_server
+from tests.support import eventually
 
 TIMEOUT = 10.0
 
@@ -35,7 +39,7 @@ def test_the_route_path_drops_the_root_path_as_starlette_does(
     assert route_path({"path": path, "root_path": root_path}) == expected
 
 
-def app_with(socket_app: Any) -> SocketsFirst:
+def app_with(socket_app: Any, gauge: Gauge | None = None) -> SocketsFirst:
     async def elsewhere(websocket: WebSocket) -> None:
         await websocket.accept()
         await websocket.send_text(f"routed, app: {type(websocket.app).__name__}")
@@ -44,8 +48,45 @@ def app_with(socket_app: Any) -> SocketsFirst:
     return SocketsFirst(
         socket_path="/graphql",
         socket_app=socket_app,
+        socket_gauge=gauge or a_gauge(),
         routes=[WebSocketRoute("/other", elsewhere)],
     )
+
+
+def a_gauge() -> Gauge:
+    return Gauge("sockets", "open sockets", registry=CollectorRegistry())
+
+
+async def test_the_socket_app_runs_with_its_ids_set_and_is_counted_while_open() -> None:
+    gauge = a_gauge()
+    seen: list[tuple[str | None, str | None, float]] = []
+
+    async def socket_app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        seen.append((connection_id.get(), request_id.get(), gauge._value.get()))
+        await send({"type": "websocket.send", "text": "counted"})
+        await receive()  # until the client closes
+
+    async with plain_server(app_with(socket_app, gauge)) as (url, _):
+        headers = {"X-Request-ID": "trace-7"}
+        async with connect(url + "graphql", additional_headers=headers) as first:
+            assert await asyncio.wait_for(first.recv(), TIMEOUT) == "counted"
+            async with connect(url + "graphql") as second:
+                assert await asyncio.wait_for(second.recv(), TIMEOUT) == "counted"
+                assert gauge._value.get() == 2
+
+        async def none_open() -> bool:
+            return bool(gauge._value.get() == 0)
+
+        await eventually(none_open, "both sockets to be uncounted")
+    (first_ids, second_ids) = seen
+    assert first_ids[1] == "trace-7"
+    assert second_ids[1] is None
+    assert first_ids[0]
+    assert second_ids[0]
+    assert first_ids[0] != second_ids[0]
+    assert [count for *_, count in seen] == [1, 2]
 
 
 async def test_the_socket_path_goes_straight_to_its_app_and_others_are_routed() -> None:

@@ -24,6 +24,7 @@ import app.ws_protocol
 from app.asgi import create_app
 from app.cli import server_config
 from app.settings import Settings
+from app.timer_heap import HeapTimer
 from app.ws_protocol import (
     LeanWebSocketProtocol,
     SmallQueue,
@@ -134,9 +135,25 @@ class WritableHandedOut:
         return self.writable  # used otherwise than by calling its methods
 
 
+class PingTimerHandedOut:
+    def handle_connect(self) -> None:
+        self.ping_timer = object()
+
+    def receive(self) -> object:
+        return self.ping_timer  # used otherwise than cancelled, set or compared
+
+
+class PingScheduledOtherwise(WebSocketsSansIOProtocol):
+    def schedule_ping(self) -> None:
+        assert self.ping_interval is not None
+        self.ping_timer = self.loop.call_later(self.ping_interval, self.send_keepalive_ping)
+
+
 @pytest.mark.parametrize(
     ("cls", "problem"),
     [
+        (PingTimerHandedOut, "self.ping_timer in receive()"),
+        (PingScheduledOtherwise, "schedule_ping is not the one"),
         (QueueJoined, "self.queue in receive()"),
         (RequestReadLater, "reads self.request in send()"),
         (ResponseReadElsewhere, "reads self.response in receive()"),
@@ -360,6 +377,12 @@ async def test_keepalive_pings_are_answered_and_an_unanswered_one_closes_with_10
             return protocol.last_ping_rtt > 0
 
         await eventually(answered, "a keepalive ping answered", TIMEOUT)
+
+        async def on_shared_timers() -> bool:
+            return isinstance(protocol.ping_timer, HeapTimer)
+
+        # The next ping waits on the loop's shared keepalive timers.
+        await eventually(on_shared_timers, "the next ping to be scheduled", TIMEOUT)
         await connection.send("still here")
         assert await asyncio.wait_for(connection.recv(), TIMEOUT) == "still here"
         # A client that stops reading answers no ping: closed after ping_timeout.
