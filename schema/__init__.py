@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import strawberry
 from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import SchemaExtension, ValidationCache
 from strawberry.extensions.runner import SchemaExtensionsRunner
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES, StreamResult
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from schema.context import Auth, Context, RateLimiter
 from schema.execution import SubscriptionSafeExecutionContext
@@ -17,6 +20,7 @@ from schema.extensions_runner import ExtensionsRunner
 from schema.limits import ExtensionFactory, QueryLimits, ValidationRules, limit_extensions
 from schema.mutations import Mutation
 from schema.nodes import node_type, node_types
+from schema.operation_stream import OperationStream
 from schema.queries import Query
 from schema.rate_limits import MutationRateLimit
 from schema.subscription import Subscription
@@ -29,6 +33,44 @@ class CommitcastSchema(strawberry.Schema):
         self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
     ) -> SchemaExtensionsRunner:
         return ExtensionsRunner(execution_context, extensions)
+
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> StreamResult:
+        """strawberry's, returning the same steps as an object (schema.operation_stream):
+        what every streaming transport and subscription runs."""
+        execution_context = self._create_execution_context(
+            query=query,
+            allowed_operation_types=(
+                DEFAULT_ALLOWED_OPERATION_TYPES
+                if allowed_operation_types is None
+                else allowed_operation_types
+            ),
+            variable_values=variable_values,
+            context_value=context_value,
+            root_value=root_value,
+            operation_name=operation_name,
+            operation_extensions=operation_extensions,
+        )
+        extensions = self.get_extensions()
+        for extension in extensions:  # as strawberry's
+            extension.execution_context = execution_context
+        stream = OperationStream(
+            self,
+            execution_context,
+            self.create_extensions_runner(execution_context, extensions),
+            self._get_middleware_manager(extensions),
+            operation_extensions,
+        )
+        # (Used as strawberry's async generator is: iterated and closed.)
+        return cast("StreamResult", stream)
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None

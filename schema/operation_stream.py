@@ -1,0 +1,237 @@
+"""strawberry's `Schema._stream` (what `schema.stream` and `schema.subscribe` return),
+as an object instead of an async generator.
+
+A subscription keeps its stream for as long as it lives. strawberry's is an async
+generator suspended inside two more (its `aclosing` context managers, each a generator
+with contextlib's manager and the event loop's record of it): about 1.4 KiB per idle
+subscription, and every delivered result resumes all of them. This object does the
+same steps, in the same order, holding only what it needs between results:
+
+- the extensions' operation hooks are entered before parsing and exited when the
+  stream ends, with the exception it ends with (GeneratorExit when the consumer closes
+  it early, as for a generator);
+- a pre-execution error (parse, validation, operation type) is the only result;
+- a query or mutation is strawberry's own `_stream_non_subscription`;
+- a subscription's `on_execute` hooks wrap creating its source stream; each result goes
+  through strawberry's result handling; an exception from the stream (or the hooks)
+  becomes one last result with that error;
+- each result's stream-result hooks are entered before it is handed out and exited
+  when the consumer asks for the next one (or closes the stream), after it used it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from typing import Any, cast
+
+from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql.execution.middleware import MiddlewareManager
+from strawberry.exceptions import MissingQueryError
+from strawberry.extensions.runner import SchemaExtensionsRunner
+from strawberry.schema._graphql_core import execution_context_class_kwargs, subscribe
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.schema.schema import Schema, _coerce_error, _coerce_pre_execution_error
+from strawberry.types import ExecutionContext
+from strawberry.types.execution import PreExecutionError
+from strawberry.types.graphql import OperationType
+from strawberry.utils.await_maybe import await_maybe
+
+# The stream's states.
+_START, _STREAMING, _LAST, _DONE = range(4)
+# What _start returns when the subscription's source is ready to be read.
+_SUBSCRIBED = object()
+
+
+class OperationStream:
+    """`async for result in stream` / `await stream.aclose()`, like strawberry's."""
+
+    __slots__ = (
+        "_context",
+        "_middleware",
+        "_operation_extensions",
+        "_operation_hooks",
+        "_result_hooks",
+        "_runner",
+        "_running",
+        "_schema",
+        "_source",
+        "_state",
+        "_subscription",
+    )
+
+    def __init__(
+        self,
+        schema: Schema,
+        context: ExecutionContext,
+        runner: SchemaExtensionsRunner,
+        middleware: MiddlewareManager,
+        operation_extensions: dict[str, Any] | None,
+    ) -> None:
+        self._schema = schema
+        self._context = context
+        self._runner = runner
+        self._middleware = middleware
+        self._operation_extensions = operation_extensions
+        self._state = _START
+        self._operation_hooks: Any = None
+        # The hooks of the result last handed out, exited before the next one.
+        self._result_hooks: Any = None
+        # The subscription's results (graphql-core's), or strawberry's for a query.
+        self._source: AsyncIterator[Any] | None = None
+        self._subscription = False
+        self._running = False
+
+    def __aiter__(self) -> OperationStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        # An idle subscription waits in here for its next event: this one frame, not a
+        # chain of them (each is kept as long as it waits).
+        if self._running:
+            raise RuntimeError("anext(): the stream is already being iterated")
+        self._running = True
+        try:
+            try:
+                if self._state == _START:
+                    started = await self._start()
+                    if started is not _SUBSCRIBED:
+                        return started
+                elif not (self._state == _STREAMING and self._subscription):
+                    await self._exit_result_hooks(None)  # (a subscription's: below)
+                if self._state == _STREAMING:
+                    source = self._source
+                    assert source is not None
+                    if not self._subscription:  # a query's or mutation's results
+                        return await self._with_result_hooks(await source.__anext__())
+                    # As in strawberry's loop: an exception from the previous result's hooks,
+                    # the source or the result handling becomes one last result with that
+                    # error (graphql-core does not handle exceptions raised while executing).
+                    try:
+                        await self._exit_result_hooks(None)
+                        return await self._hand_out(await source.__anext__())
+                    except StopAsyncIteration:
+                        raise
+                    except Exception as exc:
+                        await self._close_source()
+                        self._state = _LAST
+                        return await self._hand_out(
+                            GraphQLExecutionResult(None, [_coerce_error(exc)])
+                        )
+            except StopAsyncIteration:
+                await self._end(None)
+                raise
+            except BaseException as error:
+                await self._end(error)
+                raise
+            await self._end(None)
+            raise StopAsyncIteration
+        finally:
+            self._running = False
+
+    async def aclose(self) -> None:
+        if self._running:
+            # As an async generator's: the one iterating it must stop first (strawberry's
+            # legacy protocol closes, ignores this, then cancels the iterating task).
+            raise RuntimeError("aclose(): the stream is being iterated")
+        if self._state == _DONE:
+            return
+        if self._state == _START:
+            self._state = _DONE  # never started: nothing entered
+            return
+        closing = GeneratorExit()
+        try:
+            await self._exit_result_hooks(closing)
+        finally:
+            await self._end(closing)
+
+    # -- the steps -------------------------------------------------------------------
+
+    async def _start(self) -> Any:
+        runner, context, schema = self._runner, self._context, self._schema
+        self._state = _LAST
+        hooks = runner.operation()
+        await hooks.__aenter__()
+        self._operation_hooks = hooks  # (entered: exited by _end)
+        try:
+            initial_error = await schema._prepare_operation_async(
+                context=context, extensions_runner=runner
+            )
+        except (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError) as e:
+            initial_error = PreExecutionError(data=None, errors=[_coerce_pre_execution_error(e)])
+        if initial_error:
+            initial_error.extensions = await runner.get_extensions_results(context)
+            return await self._hand_out(initial_error)
+        if context.operation_type is not OperationType.SUBSCRIPTION:
+            source = schema._stream_non_subscription(
+                context, runner, self._middleware, self._operation_extensions
+            )
+            self._source = source
+            self._state = _STREAMING
+            return await self._with_result_hooks(await source.__anext__())
+        document = context.graphql_document
+        assert document is not None  # (parsed by _prepare_operation_async)
+        try:
+            async with runner.executing():
+                found = await await_maybe(
+                    subscribe(
+                        schema._schema,
+                        document,
+                        root_value=context.root_value,
+                        variable_values=context.variables,
+                        operation_name=context.operation_name,
+                        context_value=context.context,
+                        middleware=self._middleware,
+                        operation_extensions=self._operation_extensions,
+                        **execution_context_class_kwargs(schema.execution_context_class),
+                    )
+                )
+        except Exception as exc:  # an on_execute hook's (as strawberry: one result)
+            return await self._hand_out(GraphQLExecutionResult(None, [_coerce_error(exc)]))
+        if isinstance(found, GraphQLExecutionResult):  # e.g. variables that do not coerce
+            return await self._hand_out(PreExecutionError(data=None, errors=found.errors))
+        self._source = cast("AsyncIterator[Any]", found)
+        self._subscription = True
+        self._state = _STREAMING
+        return _SUBSCRIBED
+
+    async def _hand_out(self, result: Any) -> Any:
+        handled = await self._schema._handle_execution_result(self._context, result, self._runner)
+        return await self._with_result_hooks(handled)
+
+    async def _with_result_hooks(self, result: Any) -> Any:
+        hooks = self._runner.on_stream_result(result)
+        await hooks.__aenter__()
+        self._result_hooks = hooks
+        return result
+
+    # -- the end ---------------------------------------------------------------------
+
+    async def _exit_result_hooks(self, error: BaseException | None) -> None:
+        hooks, self._result_hooks = self._result_hooks, None
+        if hooks is not None:
+            if error is None:
+                await hooks.__aexit__(None, None, None)
+            else:
+                await hooks.__aexit__(type(error), error, error.__traceback__)
+
+    async def _close_source(self) -> None:
+        source, self._source = self._source, None
+        if source is not None:
+            # As strawberry's aclosing: an error while closing is not the stream's.
+            with suppress(Exception):
+                await cast("Any", source).aclose()
+
+    async def _end(self, error: BaseException | None) -> None:
+        if self._state == _DONE:
+            return
+        self._state = _DONE
+        try:
+            await self._close_source()
+        finally:
+            hooks, self._operation_hooks = self._operation_hooks, None
+            if hooks is not None:
+                if error is None:
+                    await hooks.__aexit__(None, None, None)
+                else:
+                    await hooks.__aexit__(type(error), error, error.__traceback__)
