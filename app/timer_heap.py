@@ -22,6 +22,10 @@ from collections.abc import Callable
 logger = logging.getLogger("commitcast.timers")
 
 
+def _nothing() -> None:
+    pass
+
+
 class HeapTimer:
     """One timer of a TimerHeap: `cancel()` it like an asyncio TimerHandle."""
 
@@ -36,6 +40,9 @@ class HeapTimer:
     def cancel(self) -> None:
         if not self.cancelled:
             self.cancelled = True
+            # As asyncio's handles: what the callback holds (a socket's protocol, say)
+            # is not kept until the entry leaves the heap.
+            self.callback = _nothing
             self._heap._forget(self)
 
 
@@ -72,6 +79,7 @@ class TimerHeap:
         """Cancel every timer."""
         for _, _, timer in self._heap:
             timer.cancelled = True
+            timer.callback = _nothing
         self._heap.clear()
         self._live = 0
         self._disarm()
@@ -115,8 +123,9 @@ class TimerHeap:
                 continue
             timer.cancelled = True  # run: cancelling it now does nothing
             self._live -= 1
+            callback, timer.callback = timer.callback, _nothing
             try:
-                timer.callback()
+                callback()
             except Exception:
                 logger.exception("a timer's callback failed")
         self._arm()

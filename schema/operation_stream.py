@@ -210,11 +210,7 @@ class OperationStream:
 
     async def _exit_result_hooks(self, error: BaseException | None) -> None:
         hooks, self._result_hooks = self._result_hooks, None
-        if hooks is not None:
-            if error is None:
-                await hooks.__aexit__(None, None, None)
-            else:
-                await hooks.__aexit__(type(error), error, error.__traceback__)
+        await _exit(hooks, error)
 
     async def _close_source(self) -> None:
         source, self._source = self._source, None
@@ -231,8 +227,14 @@ class OperationStream:
             await self._close_source()
         finally:
             hooks, self._operation_hooks = self._operation_hooks, None
-            if hooks is not None:
-                if error is None:
-                    await hooks.__aexit__(None, None, None)
-                else:
-                    await hooks.__aexit__(type(error), error, error.__traceback__)
+            await _exit(hooks, error)
+
+
+async def _exit(hooks: Any, error: BaseException | None) -> None:
+    """Exit entered `hooks` (if any) as `async with` would, with `error` on its way out."""
+    if hooks is None:
+        return
+    if error is None:
+        await hooks.__aexit__(None, None, None)
+    else:
+        await hooks.__aexit__(type(error), error, error.__traceback__)

@@ -5,8 +5,10 @@ it when its token expires (tests/test_logout.py closes a real one)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -94,6 +96,23 @@ async def test_cancelled_timers_never_run_and_are_not_kept() -> None:
         timer.cancel()  # twice: no harm
     assert len(timers) == 0
     assert timers._heap == []
+
+
+async def test_a_cancelled_timer_lets_go_of_what_its_callback_holds() -> None:
+    class Protocol:
+        def ping(self) -> None:
+            pass  # pragma: no cover - cancelled first
+
+    timers = TimerHeap(time.monotonic)
+    timers.call_later(3600, Ran().callback("keeps the heap busy"))
+    protocol = Protocol()
+    held = weakref.ref(protocol)
+    timer = timers.call_later(3600, protocol.ping)
+    timer.cancel()  # (its entry stays in the heap until it comes up or is cleared out)
+    del protocol
+    gc.collect()
+    assert held() is None
+    timers.clear()
 
 
 async def test_a_failing_callback_is_logged_and_the_others_still_run(
