@@ -4,6 +4,7 @@ to the process once started, undone when it stops; cycles still collected."""
 from __future__ import annotations
 
 import gc
+import logging
 import weakref
 from collections.abc import Iterator
 
@@ -86,14 +87,18 @@ def test_cycles_made_after_start_are_still_collected_without_asking(
 
 
 async def test_the_server_tunes_once_started_and_restores_when_stopped(
-    untuned: tuple[int, int, int], sqlite_url: str
+    untuned: tuple[int, int, int], sqlite_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = Settings(database_url=sqlite_url)
-    async with live_server(settings, tune_collector=True) as live:
-        assert CollectorTuning.active()
-        assert gc.get_threshold() == TUNED
-        async with httpx.AsyncClient() as http:
-            assert (await http.get(f"{live.http_url}/healthz")).status_code == 200
+    with caplog.at_level(logging.INFO, logger="commitcast.gc"):
+        async with live_server(settings, tune_collector=True) as live:
+            assert CollectorTuning.active()
+            assert gc.get_threshold() == TUNED
+            (said,) = [r.getMessage() for r in caplog.records if r.name == "commitcast.gc"]
+            assert "objects frozen" in said
+            assert "GC_TUNING=false" in said
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(f"{live.http_url}/healthz")).status_code == 200
     assert not CollectorTuning.active()
     assert gc.get_threshold() == untuned
 
