@@ -14,7 +14,14 @@ from __future__ import annotations
 import functools
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 
 from subscriptions.cursors import RESYNC_REASONS
 
@@ -38,6 +45,11 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
+        # prometheus_client's standard process (memory, CPU, file descriptors) and Python
+        # garbage-collector metrics, which its global registry has and this one would
+        # not: the same collectors, read at each scrape.
+        registry.register(PROCESS_COLLECTOR)
+        registry.register(GC_COLLECTOR)
         self.websocket_connections = Gauge(
             "commitcast_websocket_connections",
             "WebSocket connections open right now (accepted, not yet closed).",

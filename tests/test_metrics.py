@@ -169,6 +169,15 @@ async def test_metrics_token_guards_metrics_only(sqlite_url: str) -> None:
         assert (await http.get("/healthz")).status_code == 200
 
 
+async def test_the_process_and_garbage_collector_metrics_are_served(sqlite_url: str) -> None:
+    async with serve(Settings(database_url=sqlite_url)) as (_app, http):
+        found = await scrape(http)
+    assert found.value("process_resident_memory_bytes") > 1_000_000
+    assert found.value("process_cpu_seconds_total") > 0
+    assert found.value("python_gc_collections_total", generation="2") >= 0
+    assert found.value("python_gc_objects_uncollectable_total", generation="0") >= 0
+
+
 async def test_two_apps_in_one_process_count_separately(sqlite_url: str) -> None:
     async with (
         serve(Settings(database_url=sqlite_url)) as (first, first_http),
