@@ -45,19 +45,24 @@ async def live_server(
     (settings.gc_tuning in production) is process-wide, so it is left off unless asked."""
     app = create_app(settings, stream_heartbeat_seconds=stream_heartbeat_seconds)
     port = free_port()
-    config = uvicorn.Config(
-        app,
+    config = local_config(app, port, lifespan="on", ws_max_size=settings.ws_max_message_bytes)
+    server = CommitcastServer(config, app.state.open_streams, tune_collector=tune_collector)
+    async with serving(server):
+        yield LiveServer(app, server, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql")
+
+
+def local_config(asgi: Any, port: int, **options: Any) -> uvicorn.Config:
+    """uvicorn's settings for a test server on 127.0.0.1:`port`, with WebSockets served
+    as `python -m app` serves them."""
+    return uvicorn.Config(
+        asgi,
         host="127.0.0.1",
         port=port,
         log_level="warning",
         ws=websocket_protocol(),
-        ws_max_size=settings.ws_max_message_bytes,
         ws_per_message_deflate=False,
-        lifespan="on",
+        **options,
     )
-    server = CommitcastServer(config, app.state.open_streams, tune_collector=tune_collector)
-    async with serving(server):
-        yield LiveServer(app, server, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/graphql")
 
 
 @asynccontextmanager
@@ -81,16 +86,6 @@ async def serving(server: uvicorn.Server) -> AsyncIterator[None]:
 async def plain_server(asgi: Any, **options: Any) -> AsyncIterator[tuple[str, uvicorn.Server]]:
     """Any ASGI app served as `python -m app` serves WebSockets; its ws:// URL and server."""
     port = free_port()
-    config = uvicorn.Config(
-        asgi,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        ws=websocket_protocol(),
-        ws_per_message_deflate=False,
-        **options,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(local_config(asgi, port, **{"lifespan": "off", **options}))
     async with serving(server):
         yield f"ws://127.0.0.1:{port}/", server
