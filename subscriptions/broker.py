@@ -2,9 +2,12 @@
 
 `memory://` keeps messages inside this process (the embedded default); `redis://` and
 `rediss://` connect processes through Redis pub/sub. Each channel is subscribed once
-per process, however many local subscribers it has; every local subscriber has a
-bounded queue. Interface after broadcaster's `Broadcast` (connect, disconnect,
-publish, `async with subscribe(channel)`), made correct under concurrency and faults.
+per process, however many local subscribers it has. A local subscriber either reads a
+bounded queue of its own (`subscribe`), or has each message handed to a callback as the
+broker receives it (`listen`: for consumers that only set flags, such as a user's hub,
+which then hold no queue and no task). Interface after broadcaster's `Broadcast`
+(connect, disconnect, publish, `async with subscribe(channel)`), made correct under
+concurrency and faults.
 """
 
 from __future__ import annotations
@@ -12,19 +15,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from broadcaster._base import Event
 
 from subscriptions.backends import GAP, MemoryBackend, RedisBackend, _Gap
 from subscriptions.metrics import Metrics, unobserved
+from subscriptions.small_queue import SmallQueue
 
 logger = logging.getLogger("commitcast.broker")
 
 SUPPORTED_SCHEMES = ("memory", "redis", "rediss")
 DEFAULT_QUEUE_SIZE = 1000
+
+
+S = TypeVar("S", bound="Subscriber | Callback")
 
 
 class BrokerURLError(ValueError):
@@ -51,10 +59,16 @@ class Backend(Protocol):
 
 class Subscriber:
     """One local subscription. Iterating yields message strings, or GAP when messages
-    for this subscriber were lost (queue overflow, broker reconnect)."""
+    for this subscriber were lost (queue overflow, broker reconnect).
+
+    Each user with a live subscription on this process has one (its hub's), idle nearly
+    all the time: a small queue (subscriptions.small_queue, about 3 KiB less than an
+    asyncio.Queue) and iteration without an async generator."""
+
+    __slots__ = ("_queue",)
 
     def __init__(self, maxsize: int) -> None:
-        self._queue: asyncio.Queue[str | _Gap] = asyncio.Queue(maxsize)
+        self._queue: SmallQueue[str | _Gap] = SmallQueue(maxsize)
 
     def _deliver(self, message: str) -> None:
         try:
@@ -73,15 +87,69 @@ class Subscriber:
         while not self._queue.empty():
             self._queue.get_nowait()
 
-    async def get(self) -> str | _Gap:
-        return await self._queue.get()
+    def get(self) -> Awaitable[str | _Gap]:
+        return self._queue.get()
 
-    def __aiter__(self) -> AsyncIterator[str | _Gap]:
-        return self._iterate()
+    def __aiter__(self) -> Subscriber:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[str | _Gap]:
-        while True:
-            yield await self.get()
+    def __anext__(self) -> Awaitable[str | _Gap]:
+        return self._queue.get()
+
+
+class Callback:
+    """A local subscription whose messages (and GAPs) are handed to `on_message` as the
+    broker's listener receives them: no queue and no task on the receiving side. For
+    consumers whose handling is short and never blocks (a user's hub, which only
+    wakes its listeners)."""
+
+    __slots__ = ("_on_message",)
+
+    def __init__(self, on_message: Callable[[str | _Gap], None]) -> None:
+        self._on_message = on_message
+
+    def _deliver(self, message: str) -> None:
+        try:
+            self._on_message(message)
+        except Exception:  # one consumer's bug must not stop the others' messages
+            logger.exception("a broker subscriber's callback failed")
+
+    def _drain(self) -> None:
+        pass  # nothing is queued
+
+    def _signal_gap(self) -> None:
+        try:
+            self._on_message(GAP)
+        except Exception:
+            logger.exception("a broker subscriber's callback failed")
+
+
+LocalSubscriber = Subscriber | Callback
+
+
+class Subscription(Generic[S]):
+    """`async with broker.subscribe(channel) as subscriber` (or `broker.listen(...)`).
+    An object rather than a generator-based context manager: a subscription may be
+    held for as long as a user has a live subscription here."""
+
+    __slots__ = ("_broker", "_channel", "_subscriber")
+
+    def __init__(self, broker: Broker, channel: str, subscriber: S) -> None:
+        self._broker = broker
+        self._channel = channel
+        self._subscriber = subscriber
+
+    async def __aenter__(self) -> S:
+        await self._broker._add(self._channel, self._subscriber)
+        return self._subscriber
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self._broker._remove(self._channel, self._subscriber)
 
 
 class Broker:
@@ -103,7 +171,7 @@ class Broker:
         self._backend = backend
         self._queue_size = queue_size
         self._prefix = f"{namespace}:" if namespace else ""
-        self._subscribers: dict[str, set[Subscriber]] = {}
+        self._subscribers: dict[str, set[LocalSubscriber]] = {}
         self._channel_locks: dict[str, asyncio.Lock] = {}
         self._listener: asyncio.Task[None] | None = None
 
@@ -131,9 +199,20 @@ class Broker:
                 [(self._prefix + channel, message) for channel, message in messages]
             )
 
-    @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
-        subscriber = Subscriber(self._queue_size)
+    def subscribe(self, channel: str) -> Subscription[Subscriber]:
+        """`async with broker.subscribe(channel) as subscriber`: messages published on
+        `channel` from the moment the `async with` body starts."""
+        return Subscription(self, channel, Subscriber(self._queue_size))
+
+    def listen(
+        self, channel: str, on_message: Callable[[str | _Gap], None]
+    ) -> Subscription[Callback]:
+        """`async with broker.listen(channel, on_message)`: `on_message` is called, on
+        the event loop, with each message published on `channel` (or GAP) from the
+        moment the `async with` body starts. It must return quickly and not raise."""
+        return Subscription(self, channel, Callback(on_message))
+
+    async def _add(self, channel: str, subscriber: LocalSubscriber) -> None:
         lock = self._channel_locks.setdefault(channel, asyncio.Lock())
         # The lock makes concurrent first subscribers wait for the one SUBSCRIBE, so
         # none returns before the channel is live and none replaces another's queue.
@@ -146,18 +225,17 @@ class Broker:
                 except BaseException:
                     self._forget(channel, subscriber)
                     raise
-        try:
-            yield subscriber
-        finally:
-            async with lock:
-                if self._forget(channel, subscriber):
-                    with contextlib.suppress(Exception):
-                        await self._backend.unsubscribe(self._prefix + channel)
+
+    async def _remove(self, channel: str, subscriber: LocalSubscriber) -> None:
+        async with self._channel_locks.setdefault(channel, asyncio.Lock()):
+            if self._forget(channel, subscriber):
+                with contextlib.suppress(Exception):
+                    await self._backend.unsubscribe(self._prefix + channel)
 
     def subscriber_count(self, channel: str) -> int:
         return len(self._subscribers.get(channel, ()))
 
-    def _forget(self, channel: str, subscriber: Subscriber) -> bool:
+    def _forget(self, channel: str, subscriber: LocalSubscriber) -> bool:
         """Remove a subscriber; True when it was the channel's last one."""
         subscribers = self._subscribers.get(channel)
         if subscribers is None:

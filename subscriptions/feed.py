@@ -5,7 +5,7 @@ subscriptions share one broker subscription and their reads (subscriptions.hub).
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -82,11 +82,12 @@ class UserStream:
         subscriptions that read the same position after the same wake-up."""
         return await self._hub.read(after)
 
-    def wait(self, after: int) -> Coroutine[None, None, None]:
+    def wait(self, after: int) -> Awaitable[None]:
         """Return when there may be changes after `after` (see Listener.wait).
 
-        The listener's own coroutine, not one of ours around it: an idle subscription
-        waits here for its whole life, and every frame it waits in is kept as long."""
+        The listener's own future, not a coroutine of ours around it: an idle
+        subscription waits here for its whole life, and every frame it waits in is kept
+        as long."""
         return self._listener.wait(after)
 
 

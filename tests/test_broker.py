@@ -730,3 +730,61 @@ async def test_relay_retries_through_a_broker_outage_and_loses_nothing(
     finally:
         await relay.stop()
         await engine.dispose()
+
+
+# 7. Callback subscribers (Broker.listen) -----------------------------------------------
+
+
+class Heard:
+    """What a listen() callback was handed, with a way to wait for the n-th item."""
+
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, item: Item) -> None:
+        self.items.append(item)
+        self._changed.set()
+
+    async def at_least(self, count: int) -> list[Item]:
+        async with asyncio.timeout(WAIT):
+            while len(self.items) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.items
+
+
+async def test_a_listening_callback_hears_what_a_queued_subscriber_receives(
+    open_broker: OpenBroker, broker_url: str
+) -> None:
+    broker = await open_broker(broker_url)
+    channel = unique_channel("listen")
+    heard = Heard()
+    async with broker.listen(channel, heard), broker.subscribe(channel) as subscriber:
+        for n in range(5):
+            await broker.publish(channel, f"m{n}")
+        expected = [f"m{n}" for n in range(5)]
+        assert await receive_n(subscriber, 5) == expected
+        assert await heard.at_least(5) == expected
+        assert broker.subscriber_count(channel) == 2
+    assert broker.subscriber_count(channel) == 0
+
+
+async def test_a_callback_hears_gaps_and_one_that_raises_does_not_stop_the_others(
+    open_broker: OpenBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = FlakyBackend()
+    broker = await open_broker("memory://", backend=backend)
+    channel = unique_channel("listen-flaky")
+    heard = Heard()
+
+    def failing(_item: Item) -> None:
+        raise RuntimeError("a consumer's bug")
+
+    async with broker.listen(channel, failing), broker.listen(channel, heard):
+        await broker.publish(channel, "before")
+        backend.fail_next_read(BackendExploded("boom"))
+        await broker.publish(channel, "after")
+        assert await heard.at_least(3) == ["before", GAP, "after"]
+    callback_failures = [r for r in caplog.records if "callback failed" in r.getMessage()]
+    assert len(callback_failures) == 3  # "before", the gap, "after": each logged
