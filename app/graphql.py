@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
+from json import JSONDecodeError
 from typing import Any, Literal, cast
 
 from cross_web import AsyncHTTPRequestAdapter
@@ -15,11 +16,16 @@ from graphql import GraphQLError, GraphQLFormattedError
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.types import Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
-from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.http.exceptions import (
+    NonJsonMessageReceived,
+    NonTextMessageReceived,
+    WebSocketDisconnected,
+)
 from strawberry.http.streaming import AsyncTextStream
 from strawberry.schema.base import BaseSchema
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -54,6 +60,7 @@ from app.auth import TokenError
 from app.encoding import encode_json
 from app.http_policy import GraphQLHTTPPolicy
 from app.runtime import Runtime
+from app.socket_view import serve_websocket, warn_once, websocket_branch_problem
 from app.streaming import (
     SUBSCRIPTION_PROTOCOLS,
     OpenStreams,
@@ -101,6 +108,31 @@ def let_go(message: Mapping[str, Any]) -> None:
     cast("dict[str, Any]", message).clear()
 
 
+async def _starlette_text(socket: WebSocket) -> str | None:
+    """The next text message through Starlette's WebSocket; None once disconnected."""
+    try:
+        return await socket.receive_text()
+    except KeyError:  # a bytes message
+        raise NonTextMessageReceived from None
+    except WebSocketDisconnect:
+        return None
+
+
+def _text_of(socket: WebSocket, message: Message) -> str | None:
+    """A message from the accepted socket's ASGI `receive`, as Starlette's `receive`
+    and `receive_text` read it: its text; None for a disconnect."""
+    kind = message["type"]
+    if kind == "websocket.disconnect":
+        socket.client_state = WebSocketState.DISCONNECTED
+        return None
+    if kind != "websocket.receive":  # pragma: no cover - as Starlette's
+        raise RuntimeError(f"Expected a websocket.receive message, got {kind!r}")
+    text = message.get("text")
+    if not isinstance(text, str):  # a bytes message
+        raise NonTextMessageReceived
+    return text
+
+
 class TransportProtocolHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws, with a coded error for one subscription too many, telling
     the delivery observer why a send failed (for its log line), not logging a
@@ -138,6 +170,47 @@ class TransportProtocolHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self._init_timer is not None:
             self._init_timer.cancel()
             self._init_timer = None
+
+    # The ASGI `receive` of the socket, when the view gave it (app.socket_view): read
+    # directly, without Starlette's WebSocket.receive_text and receive around it.
+    asgi_receive: Receive | None = None
+
+    async def handle(self) -> None:
+        """strawberry's, reading the socket in this frame instead of through the
+        adapter's `iter_json` async generator and Starlette's two receive coroutines:
+        an idle connection waits here, without three suspended frames, an `aclosing`
+        and the event loop's weak reference to the generator (about 0.9 KiB). Same
+        messages, same errors (4400 for a non-text or non-JSON message), same
+        shutdown."""
+        websocket = self.websocket
+        if not isinstance(websocket, ASGIWebSocketAdapter):  # pragma: no cover
+            await super().handle()
+            return
+        socket = websocket.ws
+        receive = self.asgi_receive
+        self.on_request_accepted()
+        try:
+            try:
+                while socket.application_state != WebSocketState.DISCONNECTED:
+                    if receive is None:
+                        text = await _starlette_text(socket)
+                    else:  # (awaited here, in this frame: an idle connection waits in it)
+                        text = _text_of(socket, await receive())
+                    if text is None:
+                        break
+                    try:
+                        message = self.view.decode_json(text)
+                    except JSONDecodeError as exc:
+                        raise NonJsonMessageReceived from exc
+                    await self.handle_message(cast("TransportWSMessage", message))
+            except NonTextMessageReceived:
+                await self.handle_invalid_message("WebSocket message type must be text")
+            except NonJsonMessageReceived:
+                await self.handle_invalid_message("WebSocket message must be valid JSON")
+        except WebSocketDisconnected:
+            pass
+        finally:
+            await self.shutdown()
 
     async def handle_connection_init(self, message: TransportInitMessage) -> None:
         self._cancel_init_timer()
@@ -342,13 +415,25 @@ class GraphQLView(GraphQLHTTPPolicy):
         guarded = self.open_streams.until_shutdown(cast("AsyncTextStream", stream))
         return await super().create_streaming_response(request, guarded, sub_response, headers)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+        if scope["type"] != "websocket":
+            return super().__call__(scope, receive, send)
+        # The returned coroutine is the socket's one frame here (app.socket_view).
+        problem = websocket_branch_problem()
+        if problem is None:
+            return serve_websocket(self, scope, receive, send)
+        warn_once(problem)
+        return self._strawberry_websocket(scope, receive, send)
+
+    async def _strawberry_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            if scope["type"] == "websocket":
-                runtime: Runtime = scope["app"].state.runtime
-                runtime.live_sockets.discard(scope)
+            self.websocket_closed(scope)
+
+    def websocket_closed(self, scope: Scope) -> None:
+        runtime: Runtime = scope["app"].state.runtime
+        runtime.live_sockets.discard(scope)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -1,0 +1,122 @@
+"""app/socket_view.py and the graphql-transport-ws handler's receive loop: a GraphQL
+WebSocket served by the view in one frame, reading the socket's ASGI `receive` itself.
+On real sockets through `python -m app`'s server; and the check of strawberry's source,
+with its fallback to strawberry's own path."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from strawberry.http.async_base_view import AsyncBaseHTTPView
+from websockets.asyncio.client import connect
+
+import app.graphql
+from app.settings import Settings
+from app.socket_view import websocket_branch_problem
+from tests.live import LiveServer, live_server
+from tests.support import Account, GraphQLClient, eventually, subscriptions_live
+from tests.ws_client import TRANSPORT_WS, UPDATES, close_code, graphql_socket
+
+
+@pytest.fixture
+async def server(sqlite_url: str) -> AsyncIterator[LiveServer]:
+    async with live_server(Settings(database_url=sqlite_url)) as live:
+        yield live
+
+
+async def account(server: LiveServer) -> Account:
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+        return await GraphQLClient(http, server.runtime).account("Ann")
+
+
+def waiting_coroutines() -> set[str]:
+    """The qualified names of the coroutines suspended in this process."""
+    gc.collect()
+    return {
+        obj.cr_code.co_qualname
+        for obj in gc.get_objects()
+        if type(obj).__name__ == "coroutine" and obj.cr_frame is not None
+    }
+
+
+def test_the_installed_strawberry_serves_websockets_as_the_view_expects() -> None:
+    assert websocket_branch_problem() is None
+
+
+def test_a_view_that_serves_websockets_otherwise_is_not_stood_in_for() -> None:
+    class Other(AsyncBaseHTTPView):  # type: ignore[type-arg]
+        async def run(self, request: Any, context: Any = None, root_value: Any = None) -> Any:
+            return await self.reject_websocket(request)
+
+    problem = websocket_branch_problem(Other)
+    assert problem is not None
+    assert "does not serve WebSockets the way" in problem
+
+
+async def test_an_idle_subscription_waits_in_the_views_one_frame(server: LiveServer) -> None:
+    ann = await account(server)
+    async with graphql_socket(server.ws_url, ann.token) as socket:
+        await socket.subscribe(UPDATES)
+        await subscriptions_live(server.runtime, 1)
+        waiting = waiting_coroutines()
+    assert {"serve_websocket", "TransportProtocolHandler.handle"} <= waiting
+    # strawberry's view (GraphQL.__call__, run), Starlette's receive around the
+    # socket's own and uvicorn's proxy-headers middleware (app.proxy_headers) are not
+    # kept waiting.
+    assert not waiting & {
+        "ProxyHeadersMiddleware.__call__",
+        "GraphQL.__call__",
+        "AsyncBaseHTTPView.run",
+        "WebSocket.receive",
+        "WebSocket.receive_text",
+    }
+
+
+async def test_a_binary_message_closes_the_socket_with_4400(server: LiveServer) -> None:
+    async with connect(server.ws_url, subprotocols=[TRANSPORT_WS]) as connection:  # type: ignore[list-item]
+        await connection.send(b"\x00\x01")
+        assert await close_code(connection) == 4400
+
+
+async def test_a_subprotocol_the_view_does_not_speak_closes_with_4406(server: LiveServer) -> None:
+    async with connect(server.ws_url, subprotocols=["mqtt"]) as connection:  # type: ignore[list-item]
+        assert await close_code(connection) == 4406
+
+
+async def test_a_client_that_leaves_is_forgotten_by_the_live_sockets(server: LiveServer) -> None:
+    ann = await account(server)
+    async with graphql_socket(server.ws_url, ann.token) as socket:
+        await socket.subscribe(UPDATES)
+        await subscriptions_live(server.runtime, 1)
+        assert server.runtime.live_sockets.count(ann.pk) == 1
+
+    async def forgotten() -> bool:
+        return server.runtime.live_sockets.count(ann.pk) == 0
+
+    await eventually(forgotten, "the socket forgotten")
+
+
+async def test_where_strawberry_differs_its_own_path_serves_with_one_warning(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(app.graphql, "websocket_branch_problem", lambda: "a test's strawberry")
+    ann = await account(server)
+    with caplog.at_level(logging.WARNING, logger="app.socket_view"):
+        async with graphql_socket(server.ws_url, ann.token) as socket:
+            await socket.subscribe(UPDATES)
+            await subscriptions_live(server.runtime, 1)
+            assert "AsyncBaseHTTPView.run" in waiting_coroutines()
+    assert [r.getMessage() for r in caplog.records if r.name == "app.socket_view"] == [
+        "Serving GraphQL WebSockets through strawberry's view (more memory per "
+        "connection): a test's strawberry"
+    ]
+
+    async def forgotten() -> bool:
+        return server.runtime.live_sockets.count(ann.pk) == 0
+
+    await eventually(forgotten, "the socket forgotten")
