@@ -18,25 +18,36 @@ between results, and waits for the next event in one frame:
   becomes one last result with that error;
 - each result's stream-result hooks are entered before it is handed out and exited
   when the consumer asks for the next one (or closes the stream), after it used it.
+
+A subscription's steps are graphql-core's `subscribe`, taken here rather than called:
+graphql-core maps the resolver's source stream to results with one more async
+generator (`map_source_to_response_event`: the generator, its `aclosing`, its callback
+closure and the event loop's weak reference to it, about 0.5 KiB per idle subscription,
+measured with tracemalloc). This object keeps the subscription's executor and the
+source's iterator instead, and maps each event as graphql-core's
+`execute_subscription_event` does: a per-event copy of the executor executes the
+operation with the event as root value. Ended or closed, it closes the source as
+graphql-core's `aclosing` does (its `aclose()`, if it has one; an error while closing is
+not the stream's).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import suppress
 from typing import Any, cast
 
+from graphql import DocumentNode, Executor, GraphQLError, create_source_event_stream
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.execution.middleware import MiddlewareManager
+from graphql.language import OperationType as GraphQLOperationType
 from strawberry.exceptions import MissingQueryError
 from strawberry.extensions.runner import SchemaExtensionsRunner
-from strawberry.schema._graphql_core import execution_context_class_kwargs, subscribe
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.schema.schema import Schema, _coerce_error, _coerce_pre_execution_error
 from strawberry.types import ExecutionContext
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
-from strawberry.utils.await_maybe import await_maybe
 
 # The stream's states.
 _START, _STREAMING, _LAST, _DONE = range(4)
@@ -49,6 +60,7 @@ class OperationStream:
 
     __slots__ = (
         "_context",
+        "_executor",
         "_middleware",
         "_operation_extensions",
         "_operation_hooks",
@@ -78,8 +90,11 @@ class OperationStream:
         self._operation_hooks: Any = None
         # The hooks of the result last handed out, exited before the next one.
         self._result_hooks: Any = None
-        # The subscription's results (graphql-core's), or strawberry's for a query.
+        # The subscription's source (its resolver's event iterator), or strawberry's
+        # results for a query.
         self._source: AsyncIterator[Any] | None = None
+        # The subscription's executor: each event is executed by a per-event copy.
+        self._executor: Executor[Any] | None = None
         self._subscription = False
         self._running = False
 
@@ -106,19 +121,24 @@ class OperationStream:
                     if not self._subscription:  # a query's or mutation's results
                         return await self._with_result_hooks(await source.__anext__())
                     # As in strawberry's loop: an exception from the previous result's hooks,
-                    # the source or the result handling becomes one last result with that
-                    # error (graphql-core does not handle exceptions raised while executing).
+                    # the source, executing the event or the result handling becomes one
+                    # last result with that error (graphql-core does not handle exceptions
+                    # raised while executing). Only the source's end ends the stream.
                     try:
                         await self._exit_result_hooks(None)
-                        return await self._hand_out(await source.__anext__())
-                    except StopAsyncIteration:
-                        raise
+                        try:
+                            payload = await source.__anext__()
+                        except StopAsyncIteration:
+                            pass
+                        else:
+                            return await self._hand_out(await self._execute(payload))
                     except Exception as exc:
                         await self._close_source()
                         self._state = _LAST
                         return await self._hand_out(
                             GraphQLExecutionResult(None, [_coerce_error(exc)])
                         )
+                    raise StopAsyncIteration  # the source ended
             except StopAsyncIteration:
                 await self._end(None)
                 raise
@@ -174,27 +194,63 @@ class OperationStream:
         assert document is not None  # (parsed by _prepare_operation_async)
         try:
             async with runner.executing():
-                found = await await_maybe(
-                    subscribe(
-                        schema._schema,
-                        document,
-                        root_value=context.root_value,
-                        variable_values=context.variables,
-                        operation_name=context.operation_name,
-                        context_value=context.context,
-                        middleware=self._middleware,
-                        operation_extensions=self._operation_extensions,
-                        **execution_context_class_kwargs(schema.execution_context_class),
-                    )
-                )
+                found = await self._subscribe(document)
         except Exception as exc:  # an on_execute hook's (as strawberry: one result)
             return await self._hand_out(GraphQLExecutionResult(None, [_coerce_error(exc)]))
         if isinstance(found, GraphQLExecutionResult):  # e.g. variables that do not coerce
             return await self._hand_out(PreExecutionError(data=None, errors=found.errors))
-        self._source = cast("AsyncIterator[Any]", found)
+        executor, events = found
+        try:
+            # (Where graphql-core's mapping generator asks for the iterator: first read.)
+            events_iterator = aiter(events)
+        except Exception as exc:  # as strawberry's loop: one last result
+            return await self._hand_out(GraphQLExecutionResult(None, [_coerce_error(exc)]))
+        self._executor = executor
+        self._source = events_iterator
         self._subscription = True
         self._state = _STREAMING
         return _SUBSCRIBED
+
+    async def _subscribe(
+        self, document: DocumentNode
+    ) -> GraphQLExecutionResult | tuple[Executor[Any], AsyncIterable[Any]]:
+        """graphql-core's `subscribe`, up to mapping the source stream: its executor and
+        the resolver's source stream, or the result with the errors."""
+        schema, context = self._schema, self._context
+        # (strawberry always passes its schema's class: graphql-core's default is unused.)
+        executor = schema.execution_context_class.build(
+            schema._schema,
+            document,
+            root_value=context.root_value,
+            context_value=context.context,
+            raw_variable_values=context.variables,
+            operation_name=context.operation_name,
+            middleware=self._middleware,
+            operation_extensions=self._operation_extensions,
+        )
+        if isinstance(executor, list):  # the errors: no executor could be built
+            return GraphQLExecutionResult(None, errors=executor)
+        if executor.operation.operation is not GraphQLOperationType.SUBSCRIPTION:
+            raise GraphQLError("Expected subscription operation.")
+        found = create_source_event_stream(executor)
+        if executor.is_awaitable(found):
+            found = await found
+        if not executor.is_async_iterable(found):
+            return cast("GraphQLExecutionResult", found)  # the subscribe resolver's error
+        # (The stream itself without an abort signal, which strawberry never passes.)
+        return executor, executor.cancellable_iterable(found)
+
+    async def _execute(self, payload: Any) -> Any:
+        """graphql-core's `execute_subscription_event` for one event."""
+        executor = self._executor
+        assert executor is not None
+        try:
+            result = executor.build_per_event_executor(payload).execute_operation(False)
+            if executor.is_awaitable(result):
+                result = await result
+        except StopAsyncIteration as exc:  # as it leaves graphql-core's mapping generator
+            raise RuntimeError("async generator raised StopAsyncIteration") from exc
+        return result
 
     async def _hand_out(self, result: Any) -> Any:
         handled = await self._schema._handle_execution_result(self._context, result, self._runner)
@@ -214,10 +270,13 @@ class OperationStream:
 
     async def _close_source(self) -> None:
         source, self._source = self._source, None
-        if source is not None:
-            # As strawberry's aclosing: an error while closing is not the stream's.
+        self._executor = None
+        # As graphql-core's aclosing closes a subscription's source: one without aclose()
+        # is left as it is; an error while closing is not the stream's.
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
             with suppress(Exception):
-                await cast("Any", source).aclose()
+                await aclose()
 
     async def _end(self, error: BaseException | None) -> None:
         if self._state == _DONE:

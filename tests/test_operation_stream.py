@@ -1,6 +1,8 @@
 """schema/operation_stream.py does what strawberry's `Schema._stream` generator does:
 the same results and the same extension hooks, in the same order, for subscriptions
-that end, fail or are closed early, pre-execution errors, and queries."""
+that end, fail or are closed early, pre-execution errors, and queries. A subscription's
+source stream is closed as graphql-core's `subscribe` closes it, and an idle one holds
+no more of graphql-core than its executor (without per-event state) and the source."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import strawberry
 from strawberry.extensions import SchemaExtension
 
 from schema import CommitcastSchema
+from schema.execution import SubscriptionSafeExecutionContext
 from schema.operation_stream import OperationStream
 
 
@@ -26,11 +29,37 @@ class Query:
 @strawberry.type
 class Subscription:
     @strawberry.subscription
-    async def count(self, upto: int, fail_at: int = -1) -> AsyncGenerator[int, None]:
-        for n in range(upto):
-            if n == fail_at:
-                raise RuntimeError("the source broke")
-            yield n
+    async def count(
+        self, upto: int, fail_at: int = -1, null_at: int = -1
+    ) -> AsyncGenerator[int, None]:
+        try:
+            for n in range(upto):
+                if n == fail_at:
+                    raise RuntimeError("the source broke")
+                yield None if n == null_at else n  # type: ignore[misc]
+        finally:
+            Recorder.log.append("source:closed")
+
+    @strawberry.subscription
+    def not_iterable(self) -> AsyncGenerator[int, None]:
+        return 3  # type: ignore[return-value]
+
+    @strawberry.subscription
+    async def awaited(self, upto: int) -> AsyncIterator[int]:
+        return Events(upto)  # type: ignore[return-value]
+
+    @strawberry.subscription
+    async def awaited_not_iterable(self) -> AsyncIterator[int]:
+        return 3  # type: ignore[return-value]
+
+    @strawberry.subscription
+    def refuses(self) -> AsyncGenerator[int, None]:
+        raise RuntimeError("no events for you")
+
+    @strawberry.subscription
+    def events(self, upto: int, kind: str = "iterable") -> AsyncIterator[int]:
+        made = {"iterable": Events, "unclosable": Unclosable}[kind]
+        return made(upto)  # type: ignore[return-value]
 
     @strawberry.subscription
     async def forever(self) -> AsyncGenerator[int, None]:
@@ -41,6 +70,49 @@ class Subscription:
 
 # Set by `forever` once it waits (the test's own, made in its loop).
 WAITING = asyncio.Event()
+
+
+class Events:
+    """An async iterable that is not its own iterator (graphql-core reads and closes
+    the iterator `aiter` returns)."""
+
+    def __init__(self, upto: int) -> None:
+        self.upto = upto
+
+    def __aiter__(self) -> EventsIterator:
+        Recorder.log.append("source:aiter")
+        return EventsIterator(self.upto)
+
+
+class EventsIterator:
+    def __init__(self, upto: int) -> None:
+        self.left = list(range(upto))
+
+    def __aiter__(self) -> EventsIterator:
+        return self
+
+    async def __anext__(self) -> int:
+        if not self.left:
+            raise StopAsyncIteration
+        return self.left.pop(0)
+
+    async def aclose(self) -> None:
+        Recorder.log.append("source:closed")
+
+
+class Unclosable:
+    """An async iterator without aclose() (graphql-core leaves it as it is)."""
+
+    def __init__(self, upto: int) -> None:
+        self.left = list(range(upto))
+
+    def __aiter__(self) -> Unclosable:
+        return self
+
+    async def __anext__(self) -> int:
+        if not self.left:
+            raise StopAsyncIteration
+        return self.left.pop(0)
 
 
 class Recorder(SchemaExtension):
@@ -90,13 +162,19 @@ def schemas() -> tuple[CommitcastSchema, CommitcastSchema]:
         "query": Query,
         "subscription": Subscription,
         "extensions": [Recorder],
+        "execution_context_class": SubscriptionSafeExecutionContext,  # (as schema's)
     }
     return CommitcastSchema(**options), Reference(**options)
 
 
-async def run(schema: CommitcastSchema, query: str, take: int | None = None) -> list[str]:
+async def run(
+    schema: CommitcastSchema,
+    query: str,
+    take: int | None = None,
+    variables: dict[str, Any] | None = None,
+) -> list[str]:
     Recorder.log = []
-    stream = await schema.stream(query)
+    stream = await schema.stream(query, variable_values=variables)
     seen: list[str] = []
     try:
         async for result in stream:
@@ -111,26 +189,47 @@ async def run(schema: CommitcastSchema, query: str, take: int | None = None) -> 
 
 
 @pytest.mark.parametrize(
-    ("query", "take"),
+    ("query", "take", "variables"),
     [
-        ("subscription { count(upto: 3) }", None),  # runs to its end
-        ("subscription { count(upto: 5, failAt: 2) }", None),  # the source raises
-        ("subscription { count(upto: 5) }", 2),  # closed early by the consumer
-        ("subscription { count(upto: 0) }", None),  # nothing to send
-        ("subscription { nope }", None),  # a validation error
-        ("subscription { count(upto: 2", None),  # a syntax error
-        ("subscription($n: Int!) { count(upto: $n) }", None),  # a variable missing
-        ("{ hello }", None),  # a query over a stream
+        ("subscription { count(upto: 3) }", None, None),  # runs to its end
+        ("subscription { count(upto: 5, failAt: 2) }", None, None),  # the source raises
+        ("subscription { count(upto: 5, failAt: 0) }", None, None),  # ... at once
+        ("subscription { count(upto: 3, nullAt: 1) }", None, None),  # an event's error
+        ("subscription { count(upto: 5) }", 2, None),  # closed early by the consumer
+        ("subscription { count(upto: 5) }", 1, None),  # ... after its first result
+        ("subscription { count(upto: 0) }", None, None),  # nothing to send
+        ("subscription { nope }", None, None),  # a validation error
+        ("subscription { count(upto: 2", None, None),  # a syntax error
+        ("subscription($n: Int!) { count(upto: $n) }", None, None),  # a variable missing
+        ("subscription($n: Int!) { count(upto: $n) }", None, {"n": "x"}),  # not an Int
+        ("subscription($n: Int!) { count(upto: $n) }", None, {"n": 2}),
+        ("subscription { notIterable }", None, None),  # the resolver's result is no stream
+        ("subscription { awaitedNotIterable }", None, None),  # ... once awaited
+        ("subscription { refuses }", None, None),  # the resolver raises
+        ("subscription { awaited(upto: 2) }", None, None),  # an awaited async iterable
+        ("subscription { awaited(upto: 3) }", 1, None),
+        ("subscription { events(upto: 2) }", None, None),  # an iterable, not an iterator
+        ('subscription { events(upto: 2, kind: "unclosable") }', None, None),  # no aclose
+        ('subscription { events(upto: 3, kind: "unclosable") }', 1, None),
+        ("{ hello }", None, None),  # a query over a stream
     ],
 )
 async def test_the_same_results_and_hooks_as_strawberrys_stream(
-    query: str, take: int | None
+    query: str, take: int | None, variables: dict[str, Any] | None
 ) -> None:
     ours, reference = schemas()
-    expected = await run(reference, query, take)
-    assert await run(ours, query, take) == expected
+    expected = await run(reference, query, take, variables)
+    assert await run(ours, query, take, variables) == expected
     assert expected[0] == "operation:enter"
     assert "operation:exit" in expected
+
+
+@pytest.mark.parametrize("take", [None, 1])
+async def test_the_source_is_closed_before_the_operation_hooks_exit(take: int | None) -> None:
+    ours, _ = schemas()
+    log = await run(ours, "subscription { count(upto: 2) }", take)
+    assert log.index("source:closed") < log.index("operation:exit")
+    assert log.count("source:closed") == 1
 
 
 async def test_the_stream_is_the_lean_object_and_may_be_closed_before_it_starts() -> None:
