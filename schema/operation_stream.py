@@ -26,7 +26,9 @@ closure and the event loop's weak reference to it, about 0.5 KiB per idle subscr
 measured with tracemalloc). This object keeps the subscription's executor and the
 source's iterator instead, and maps each event as graphql-core's
 `execute_subscription_event` does: a per-event copy of the executor executes the
-operation with the event as root value. Ended or closed, it closes the source as
+operation with the event as root value. The executor, kept for as long as the
+subscription lives, lets go of what only an execution uses once the source stream
+exists (schema.execution). Ended or closed, the stream closes the source as
 graphql-core's `aclosing` does (its `aclose()`, if it has one; an error while closing is
 not the stream's).
 """
@@ -48,6 +50,8 @@ from strawberry.schema.schema import Schema, _coerce_error, _coerce_pre_executio
 from strawberry.types import ExecutionContext
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
+
+from schema.execution import SubscriptionSafeExecutionContext
 
 # The stream's states.
 _START, _STREAMING, _LAST, _DONE = range(4)
@@ -205,6 +209,8 @@ class OperationStream:
             events_iterator = aiter(events)
         except Exception as exc:  # as strawberry's loop: one last result
             return await self._hand_out(GraphQLExecutionResult(None, [_coerce_error(exc)]))
+        if isinstance(executor, SubscriptionSafeExecutionContext):
+            executor.keep_only_shared_state()  # (it only makes per-event copies now)
         self._executor = executor
         self._source = events_iterator
         self._subscription = True

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from types import AsyncGeneratorType
 from typing import Any, ClassVar
 
 import pytest
 import strawberry
+from graphql import parse
 from strawberry.extensions import SchemaExtension
 
 from schema import CommitcastSchema
@@ -27,6 +29,18 @@ class Query:
 
 
 @strawberry.type
+class Pair:
+    n: int
+    fail: strawberry.Private[bool]
+
+    @strawberry.field
+    def double(self) -> int:
+        if self.fail:
+            raise ValueError("no double today")
+        return 2 * self.n
+
+
+@strawberry.type
 class Subscription:
     @strawberry.subscription
     async def count(
@@ -39,6 +53,11 @@ class Subscription:
                 yield None if n == null_at else n  # type: ignore[misc]
         finally:
             Recorder.log.append("source:closed")
+
+    @strawberry.subscription
+    async def pairs(self, upto: int, fail_at: int = -1) -> AsyncGenerator[list[Pair], None]:
+        for n in range(upto):
+            yield [Pair(n=n, fail=n == fail_at), Pair(n=n + 1, fail=False)]
 
     @strawberry.subscription
     def not_iterable(self) -> AsyncGenerator[int, None]:
@@ -195,6 +214,7 @@ async def run(
         ("subscription { count(upto: 5, failAt: 2) }", None, None),  # the source raises
         ("subscription { count(upto: 5, failAt: 0) }", None, None),  # ... at once
         ("subscription { count(upto: 3, nullAt: 1) }", None, None),  # an event's error
+        ("subscription { pairs(upto: 3, failAt: 1) { n double } }", None, None),  # lists
         ("subscription { count(upto: 5) }", 2, None),  # closed early by the consumer
         ("subscription { count(upto: 5) }", 1, None),  # ... after its first result
         ("subscription { count(upto: 0) }", None, None),  # nothing to send
@@ -264,3 +284,35 @@ async def test_a_stream_being_iterated_refuses_to_close_as_a_generator_does() ->
     ours, reference = logs
     assert ours == reference
     assert ours.count("operation:exit") == 1
+
+
+async def test_an_idle_subscription_holds_its_source_and_a_lean_executor() -> None:
+    """Waiting for its next event, the stream holds the resolver's own event stream
+    (no graphql-core mapping generator) and an executor without per-event state."""
+    ours, _ = schemas()
+    Recorder.log = []
+    WAITING.clear()
+    stream = await ours.stream("subscription { forever }")
+    assert isinstance(stream, OperationStream)
+    waiting = asyncio.create_task(anext(stream))
+    try:
+        async with asyncio.timeout(5):
+            await WAITING.wait()
+        source = stream._source
+        assert isinstance(source, AsyncGeneratorType)
+        assert source.ag_code.co_name == "forever"  # the resolver's, not a wrapper
+        executor = stream._executor
+        assert isinstance(executor, SubscriptionSafeExecutionContext)
+        # Its per-execution containers: the empty ones every subscription shares.
+        other = SubscriptionSafeExecutionContext.build(ours._schema, parse("{ hello }"))
+        assert isinstance(other, SubscriptionSafeExecutionContext)
+        other.keep_only_shared_state()
+        for name in SubscriptionSafeExecutionContext.EXECUTION_STATE:
+            assert getattr(executor, name) is getattr(other, name), name
+    finally:
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    assert stream._source is None  # closed with the stream
+    assert stream._executor is None
+    assert Recorder.log[-1] == "operation:exit"

@@ -4,6 +4,9 @@ see."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from graphql import parse
 
 from schema import build_schema
@@ -12,6 +15,8 @@ from schema.execution import SubscriptionSafeExecutionContext
 DOCUMENT = parse("subscription { userUpdates { cursor op id } }")
 # CPython shares a class's instance attribute keys (no dict per instance) up to this.
 SHARED_KEYS_MAX = 30
+NOTHING: Any = None
+KEY: Any = 1
 
 
 def subscription_executor() -> SubscriptionSafeExecutionContext:
@@ -40,3 +45,37 @@ def test_a_per_event_executor_sees_the_subscriptions_state() -> None:
         assert getattr(event, name) is getattr(executor, name), name
     assert event.collected_errors is not executor.collected_errors
     assert event._relevant_sub_fields is not executor._relevant_sub_fields
+
+
+def test_an_idle_subscriptions_executor_keeps_no_execution_state_of_its_own() -> None:
+    """Once its source stream exists, the executor's per-execution containers are the
+    empty ones every subscription shares, refusing writes; each event's copy still
+    collects its own errors and subfields, and shares the background work's set."""
+    executor, other = subscription_executor(), subscription_executor()
+    background = executor.background_futures
+    for idle in (executor, other):
+        idle.keep_only_shared_state()
+    for name in SubscriptionSafeExecutionContext.EXECUTION_STATE:
+        kept = getattr(executor, name)
+        assert kept is getattr(other, name), name  # nothing of its own
+        assert not (kept.errors if name == "collected_errors" else kept), name
+    assert executor.background_futures is background  # (the subscription's own)
+
+    with pytest.raises(TypeError):
+        executor._stream_usages[[]] = NOTHING
+    with pytest.raises(TypeError):
+        executor._relevant_sub_fields[KEY] = NOTHING
+    with pytest.raises(AttributeError):
+        executor.pending_incremental_futures.add(NOTHING)
+    with pytest.raises(AttributeError):
+        executor.tasks.append(NOTHING)
+
+    first, second = (executor.build_per_event_executor(object()) for _ in range(2))
+    assert isinstance(first, SubscriptionSafeExecutionContext)
+    assert isinstance(second, SubscriptionSafeExecutionContext)
+    assert first.collected_errors is not second.collected_errors
+    assert first.collected_errors is not executor.collected_errors
+    assert first._relevant_sub_fields is not second._relevant_sub_fields
+    first._relevant_sub_fields[KEY] = NOTHING  # (its own)
+    assert first.background_futures is background
+    assert first.operation_extensions == {"trace": True}
