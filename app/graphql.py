@@ -60,6 +60,7 @@ from app.auth import TokenError
 from app.encoding import encode_json
 from app.http_policy import GraphQLHTTPPolicy
 from app.runtime import Runtime
+from app.shared_values import SharedValues
 from app.socket_view import serve_websocket, warn_once, websocket_branch_problem
 from app.streaming import (
     SUBSCRIPTION_PROTOCOLS,
@@ -98,6 +99,23 @@ def subscription_limit_error(limit: int) -> GraphQLFormattedError:
         extensions={"code": RATE_LIMITED, "limit": limit},
     )
     return error.formatted
+
+
+# Query texts of operations over WebSockets, one string per distinct text: an operation
+# keeps its query for its life, and every socket of an app subscribes with the same
+# few documents (about 0.2 KiB per idle subscription for a small one). Documents are
+# not secret; variables are not shared. Bounded in count and in length.
+QUERY_TEXTS: SharedValues[str] = SharedValues(limit=512)
+SHARED_QUERY_MAX_LENGTH = 8192
+
+
+def share_query(message: Mapping[str, Any]) -> None:
+    """Replace a subscribe (or start) message's query text by the shared equal one."""
+    payload = message.get("payload")
+    if isinstance(payload, dict):
+        query = payload.get("query")
+        if isinstance(query, str) and len(query) <= SHARED_QUERY_MAX_LENGTH:
+            payload["query"] = QUERY_TEXTS.share(query)
 
 
 def let_go(message: Mapping[str, Any]) -> None:
@@ -287,6 +305,7 @@ class TransportProtocolHandler(BaseGraphQLTransportWSHandler[Context, None]):
                     )
                 )
                 return
+            share_query(message)
             await super().handle_subscribe(message)
         finally:
             let_go(message)
@@ -344,6 +363,7 @@ class LegacyProtocolHandler(BaseGraphQLWSHandler[Context, None]):
                     )
                 )
                 return
+            share_query(message)
             await super().handle_start(message)
         finally:
             let_go(message)

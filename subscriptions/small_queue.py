@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -20,12 +21,15 @@ class SmallQueue(Generic[T]):
     """put_nowait, get, get_nowait, empty, full, qsize: as `asyncio.Queue`'s, with
     `maxsize` <= 0 for no bound."""
 
-    __slots__ = ("_getters", "_items", "_maxsize")
+    __slots__ = ("_getters", "_items", "_maxsize", "on_take")
 
     def __init__(self, maxsize: int = 0) -> None:
         self._items: list[T] = []
         self._getters: list[asyncio.Future[None]] = []
         self._maxsize = maxsize
+        # Called by `get` once it took an item (before returning it): what a reader
+        # would do after its `await queue.get()`, without a coroutine of its own.
+        self.on_take: Callable[[], None] | None = None
 
     def put_nowait(self, item: T) -> None:
         if self.full():
@@ -53,7 +57,10 @@ class SmallQueue(Generic[T]):
                 if self._items:
                     self._wake_next()
                 raise
-        return self._items.pop(0)
+        item = self._items.pop(0)
+        if self.on_take is not None:
+            self.on_take()
+        return item
 
     def empty(self) -> bool:
         return not self._items

@@ -13,11 +13,13 @@ from typing import Any
 import httpx
 import pytest
 from strawberry.http.async_base_view import AsyncBaseHTTPView
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Operation
 from websockets.asyncio.client import connect
 
 import app.graphql
 from app.settings import Settings
 from app.socket_view import websocket_branch_problem
+from app.ws_protocol import LeanWebSocketProtocol
 from tests.live import LiveServer, live_server
 from tests.support import Account, GraphQLClient, eventually, subscriptions_live
 from tests.ws_client import TRANSPORT_WS, UPDATES, close_code, graphql_socket
@@ -65,11 +67,12 @@ async def test_an_idle_subscription_waits_in_the_views_one_frame(server: LiveSer
         await subscriptions_live(server.runtime, 1)
         waiting = waiting_coroutines()
     assert {"serve_websocket", "TransportProtocolHandler.handle"} <= waiting
-    # strawberry's view (GraphQL.__call__, run), Starlette's receive around the
-    # socket's own and uvicorn's proxy-headers middleware (app.proxy_headers) are not
-    # kept waiting.
+    # strawberry's view (GraphQL.__call__, run), Starlette's and uvicorn's receive
+    # around the socket's queue and uvicorn's proxy-headers middleware
+    # (app.proxy_headers) are not kept waiting.
     assert not waiting & {
         "ProxyHeadersMiddleware.__call__",
+        "WebSocketsSansIOProtocol.receive",
         "GraphQL.__call__",
         "AsyncBaseHTTPView.run",
         "WebSocket.receive",
@@ -120,3 +123,43 @@ async def test_where_strawberry_differs_its_own_path_serves_with_one_warning(
         return server.runtime.live_sockets.count(ann.pk) == 0
 
     await eventually(forgotten, "the socket forgotten")
+
+
+async def test_sockets_share_their_repeated_handshake_headers_and_extensions(
+    server: LiveServer,
+) -> None:
+    ann = await account(server)
+    async with (
+        graphql_socket(server.ws_url, ann.token) as first,
+        graphql_socket(server.ws_url, ann.token) as second,
+    ):
+        await first.subscribe(UPDATES)
+        await second.subscribe(UPDATES)
+        gc.collect()
+        protocols = [o for o in gc.get_objects() if type(o) is LeanWebSocketProtocol]
+        port = int(server.http_url.rsplit(":", 1)[1])
+        scopes = [
+            p.scope for p in protocols if p.server[1] == port and not p.transport.is_closing()
+        ]
+        assert len(scopes) == 2
+        a, b = ({pair[0].lower(): pair for pair in scope["headers"]} for scope in scopes)
+        assert a[b"host"] is b[b"host"]  # one tuple for both sockets
+        assert a[b"user-agent"] is b[b"user-agent"]
+        assert a[b"sec-websocket-key"] != b[b"sec-websocket-key"]  # unique: never shared
+        assert scopes[0]["extensions"] is scopes[1]["extensions"]
+        assert scopes[0]["asgi"] is scopes[1]["asgi"]
+        assert scopes[0]["asgi"]["version"] == "3.0"
+        assert "websocket.http.response" in scopes[0]["extensions"]
+        with pytest.raises(TypeError):
+            scopes[0]["extensions"]["x"] = {}  # read-only
+
+        # And their operations, the same query text.
+        def queries() -> list[str]:
+            return [o.query for o in gc.get_objects() if type(o) is Operation]
+
+        async def both_running() -> bool:
+            return len(queries()) == 2
+
+        await eventually(both_running, "both operations running")
+        first_query, second_query = queries()
+        assert first_query is second_query

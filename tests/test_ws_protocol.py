@@ -71,6 +71,20 @@ async def test_an_item_a_cancelled_reader_was_woken_for_goes_to_the_next_one() -
     assert queue.empty()
 
 
+async def test_the_queue_calls_its_on_take_hook_once_a_reader_took_an_item() -> None:
+    queue: SmallQueue[int] = SmallQueue()
+    seen: list[tuple[int, int]] = []
+    queue.on_take = lambda: seen.append((queue.qsize(), len(seen)))
+    reader = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait(1)
+    queue.put_nowait(2)
+    assert await asyncio.wait_for(reader, TIMEOUT) == 1
+    assert seen == [(1, 0)]  # after taking 1: one item left
+    assert queue.get_nowait() == 2  # (not a reader's get: no hook)
+    assert seen == [(1, 0)]
+
+
 async def test_the_writable_flag_holds_writers_only_while_cleared() -> None:
     flag = WritableFlag()
     assert flag.is_set()
@@ -149,11 +163,17 @@ class PingScheduledOtherwise(WebSocketsSansIOProtocol):
         self.ping_timer = self.loop.call_later(self.ping_interval, self.send_keepalive_ping)
 
 
+class ReceivedOtherwise(WebSocketsSansIOProtocol):
+    async def receive(self) -> Any:
+        return await self.queue.get()  # never resumes reading
+
+
 @pytest.mark.parametrize(
     ("cls", "problem"),
     [
         (PingTimerHandedOut, "self.ping_timer in receive()"),
         (PingScheduledOtherwise, "schedule_ping is not the one"),
+        (ReceivedOtherwise, "receive is not the one"),
         (QueueJoined, "self.queue in receive()"),
         (RequestReadLater, "reads self.request in send()"),
         (ResponseReadElsewhere, "reads self.response in receive()"),
