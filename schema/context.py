@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -60,7 +59,9 @@ class DeliveredVersions:
     _DELETED = 2**62
 
     def __init__(self) -> None:
-        self._versions: OrderedDict[tuple[str, int], int] = OrderedDict()
+        # A plain dict, in least recently remembered order (an OrderedDict is about
+        # half as big again, per connection and per entry).
+        self._versions: dict[tuple[str, int], int] = {}
 
     def advance(self, key: tuple[str, int], version: int | None) -> bool:
         """Record `version` for `key`; False when a newer one (or a deletion) was sent."""
@@ -86,10 +87,11 @@ class DeliveredVersions:
         self._versions.pop(key, None)
 
     def _remember(self, key: tuple[str, int], version: int) -> None:
-        self._versions[key] = version
-        self._versions.move_to_end(key)
-        if len(self._versions) > self.LIMIT:
-            self._versions.popitem(last=False)
+        versions = self._versions
+        versions.pop(key, None)  # (re-inserted: now the most recent)
+        versions[key] = version
+        if len(versions) > self.LIMIT:
+            del versions[next(iter(versions))]  # the least recently remembered
 
 
 # Slots: one Context lives as long as its WebSocket connection. Its private fields are

@@ -31,3 +31,14 @@ def test_memory_is_bounded() -> None:
         sent.advance(("Card", pk), 1)
     assert len(sent._versions) == DeliveredVersions.LIMIT
     assert sent.advance(("Card", 0), 0), "the oldest entries are forgotten first"
+
+
+def test_a_record_remembered_again_is_forgotten_last() -> None:
+    sent = DeliveredVersions()
+    sent.advance(CARD, 5)
+    for pk in range(2, DeliveredVersions.LIMIT + 1):
+        sent.advance(("Card", pk), 1)
+    sent.advance(CARD, 6)  # remembered again: now the most recent
+    sent.advance(("Card", DeliveredVersions.LIMIT + 1), 1)  # one over the limit
+    assert not sent.advance(CARD, 5), "still remembered"
+    assert sent.advance(("Card", 2), 0), "the least recently remembered was forgotten"
