@@ -38,6 +38,9 @@ class Sizes:
     # is taken on a server in the same state (statement caches and prepared statements
     # warm, pooled connections open), whatever ran before it.
     mutation_warmup: int = 50
+    # Rounds of real-time off / on (nobody subscribed) / on (one subscription), each on
+    # a freshly started server, for the mutation-latency comparison.
+    mutation_rounds: int = 2
 
 
 QUICK = Sizes(
@@ -51,6 +54,7 @@ QUICK = Sizes(
     rate_high=50.0,
     saturation_rates_one_user=(75.0,),
     mutation_warmup=5,
+    mutation_rounds=1,
 )
 FULL = Sizes(
     latency_seconds=15,
@@ -69,6 +73,15 @@ def percentile(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[index]
+
+
+def summary(durations: list[float]) -> dict[str, Any]:
+    return {
+        "mutations": len(durations),
+        "p50_ms": ms(percentile(durations, 50)),
+        "p99_ms": ms(percentile(durations, 99)),
+        "mean_ms": ms(statistics.fmean(durations)) if durations else None,
+    }
 
 
 def ms(value: float | None) -> float | None:
@@ -259,6 +272,9 @@ class Bench:
 
     async def mutation_latency(self, board: str) -> dict[str, Any]:
         """Sequential mutations (closed loop), after a warm-up that is not counted."""
+        return summary(await self._closed_loop(board))
+
+    async def _closed_loop(self, board: str) -> list[float]:
         for _ in range(self.sizes.mutation_warmup):
             await self.target.mutate(self.owner(board), self.next_card(board), "warm-up")
         durations = []
@@ -267,16 +283,41 @@ class Bench:
                 self.owner(board), self.next_card(board), f"l{next(self._titles)}"
             )
             durations.append(took)
-        return {
-            "mutations": len(durations),
-            "p50_ms": ms(percentile(durations, 50)),
-            "p99_ms": ms(percentile(durations, 99)),
-            "mean_ms": ms(statistics.fmean(durations)),
-        }
+        return durations
+
+    async def realtime_cost(self, user: str) -> dict[str, dict[str, Any]]:
+        """Mutation latency (closed loop) on a server with real-time off (`off`), on
+        with nobody subscribed (`nobody`) and on with one subscription of `user`
+        (`one`), each server freshly started, alternating `mutation_rounds` times: all
+        on the database as it is now, so that no figure is taken on a fresher (or more
+        worn) database than another, and machine drift spreads over all three. Then at
+        `rate_low`, open loop, on with one subscription (`paced_on`) and off
+        (`paced_off`). Leaves the server stopped."""
+        board = user  # (the user's own board)
+        samples: dict[str, list[float]] = {"off": [], "nobody": [], "one": []}
+        for _ in range(self.sizes.mutation_rounds):
+            await self._restart(realtime=False)
+            samples["off"] += await self._closed_loop(board)
+            await self._restart(realtime=True)
+            samples["nobody"] += await self._closed_loop(board)
+            await self.open_live("one", self.specs([user], 1), [board])
+            samples["one"] += await self._closed_loop(board)
+            await self.pool.close("one")
+        costs = {name: summary(durations) for name, durations in samples.items()}
+        await self.open_live("one", self.specs([user], 1), [board])
+        costs["paced_on"] = await self.paced_mutations(board, self.sizes.rate_low)
+        await self.pool.close("one")
+        await self._restart(realtime=False)
+        costs["paced_off"] = await self.paced_mutations(board, self.sizes.rate_low)
+        await self.target.stop()
+        return costs
+
+    async def _restart(self, *, realtime: bool) -> None:
+        await self.target.stop()
+        await self.target.start(realtime=realtime)
 
     async def paced_mutations(self, board: str, rate: float) -> dict[str, Any]:
-        """Mutation latency at a fixed rate (open loop), with nobody receiving: the
-        real-time-off counterpart of a latency workload's mutation figures."""
+        """Mutation latency at a fixed rate (open loop)."""
         self.failures = []
         _, durations = await self.open_loop([board], rate, self.sizes.latency_seconds)
         return {
