@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,12 +27,18 @@ CloseSocket = Callable[[int, str], Awaitable[None]]
 class LiveSocket:
     claims: TokenClaims
     close: CloseSocket
+    owner: LiveSockets
     # Closes it when its token expires (on LiveSockets' timer heap).
     expiry: HeapTimer | None = None
 
     @property
     def user_id(self) -> int:
         return self.claims.user_id
+
+    def expire(self) -> None:
+        """The expiry's callback (a bound method: smaller than a partial with its
+        arguments, for every open socket)."""
+        self.owner._close_soon(self, CLOSE_TOKEN_UNUSABLE, EXPIRED_REASON)
 
 
 class LiveSockets:
@@ -55,11 +60,8 @@ class LiveSockets:
         self.discard(key)  # a repeated connection_init (legacy graphql-ws) replaces it
         if self._per_user.get(claims.user_id, 0) >= self._max_per_user:
             return False
-        socket = LiveSocket(claims, close)
-        socket.expiry = self._expiries.call_at(
-            claims.expires_at,
-            functools.partial(self._close_soon, socket, CLOSE_TOKEN_UNUSABLE, EXPIRED_REASON),
-        )
+        socket = LiveSocket(claims, close, self)
+        socket.expiry = self._expiries.call_at(claims.expires_at, socket.expire)
         self._sockets[id(key)] = socket
         self._per_user[claims.user_id] = self._per_user.get(claims.user_id, 0) + 1
         return True

@@ -60,14 +60,15 @@ class DeliveredVersions:
 
     def __init__(self) -> None:
         # A plain dict, in least recently remembered order (an OrderedDict is about
-        # half as big again, per connection and per entry).
-        self._versions: dict[tuple[str, int], int] = {}
+        # half as big again, per connection and per entry); made with the first entry
+        # (most connections of an idle app never get one).
+        self._versions: dict[tuple[str, int], int] | None = None
 
     def advance(self, key: tuple[str, int], version: int | None) -> bool:
         """Record `version` for `key`; False when a newer one (or a deletion) was sent."""
         if version is None:
             return True
-        sent = self._versions.get(key)
+        sent = self._versions.get(key) if self._versions else None
         if sent is not None and sent > version:
             return False
         self._remember(key, version)
@@ -76,7 +77,7 @@ class DeliveredVersions:
     def covers(self, key: tuple[str, int], version: int | None) -> bool:
         """True when a version at least this new was already sent (or the record was
         deleted): the change adds nothing, and needs no reload."""
-        sent = self._versions.get(key)
+        sent = self._versions.get(key) if self._versions else None
         return version is not None and sent is not None and sent >= version
 
     def deleted(self, key: tuple[str, int]) -> None:
@@ -84,10 +85,16 @@ class DeliveredVersions:
         self._remember(key, self._DELETED)
 
     def forget(self, key: tuple[str, int]) -> None:
-        self._versions.pop(key, None)
+        if self._versions:
+            self._versions.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._versions) if self._versions else 0
 
     def _remember(self, key: tuple[str, int], version: int) -> None:
         versions = self._versions
+        if versions is None:
+            versions = self._versions = {}
         versions.pop(key, None)  # (re-inserted: now the most recent)
         versions[key] = version
         if len(versions) > self.LIMIT:

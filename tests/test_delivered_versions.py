@@ -29,7 +29,7 @@ def test_memory_is_bounded() -> None:
     sent = DeliveredVersions()
     for pk in range(DeliveredVersions.LIMIT + 100):
         sent.advance(("Card", pk), 1)
-    assert len(sent._versions) == DeliveredVersions.LIMIT
+    assert len(sent) == DeliveredVersions.LIMIT
     assert sent.advance(("Card", 0), 0), "the oldest entries are forgotten first"
 
 
