@@ -11,7 +11,7 @@ relay's statements are left out). Then the reader itself, against each database.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
@@ -20,7 +20,6 @@ from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from models import change_audience, change_log, utcnow
-from models.database import create_engine
 from subscriptions.broker import broker_from_url
 from subscriptions.changelog import changes_since
 from subscriptions.hub import READ_BATCH, LocalHubs
@@ -105,13 +104,6 @@ async def test_one_log_read_per_change_for_all_members(realtime: Realtime) -> No
     # ...after a few statements (one per burst of wake-ups that reaches the process
     # in one tick), not one per member: SQLite and PostgreSQL alike (UNION ALL there).
     assert max(reads) <= 3, f"change-log reads per change for {MEMBERS} members: {reads}"
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 async def log(engine: AsyncEngine, audiences: list[set[int]]) -> list[int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from sqlalchemy import select, text
@@ -15,19 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 import models
 from models import change_audience, change_log
-from models.database import create_engine
 from models.realtime import BoardAudience, RecordKey, UserAudience
 from subscriptions.changelog import record_changes
 from subscriptions.changes import Change, ChangeOp
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 def some_changes(first_record: int, count: int) -> list[Change]:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from models.database import create_engine
 from subscriptions.broker import Broker, broker_from_url
 from subscriptions.changes import encode_wakeup, user_channel
 from subscriptions.hub import Batch, Listener, LocalHubs
@@ -61,15 +60,6 @@ async def test_an_awaited_wait_returns_on_its_wake_up() -> None:
     await asyncio.sleep(0)
     listener.notify(1)
     await asyncio.wait_for(waiting, TIMEOUT)
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture
