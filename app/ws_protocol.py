@@ -44,7 +44,7 @@ import textwrap
 import weakref
 from collections.abc import Awaitable
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -55,8 +55,6 @@ from app.timer_heap import TimerHeap
 from subscriptions.small_queue import SmallQueue
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class WritableFlag:
