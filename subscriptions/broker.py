@@ -172,7 +172,7 @@ class Broker:
         self._queue_size = queue_size
         self._prefix = f"{namespace}:" if namespace else ""
         self._subscribers: dict[str, set[LocalSubscriber]] = {}
-        self._channel_locks: dict[str, asyncio.Lock] = {}
+        self._channel_locks: dict[str, ChannelLock] = {}
         self._listener: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -213,10 +213,9 @@ class Broker:
         return Subscription(self, channel, Callback(on_message))
 
     async def _add(self, channel: str, subscriber: LocalSubscriber) -> None:
-        lock = self._channel_locks.setdefault(channel, asyncio.Lock())
         # The lock makes concurrent first subscribers wait for the one SUBSCRIBE, so
         # none returns before the channel is live and none replaces another's queue.
-        async with lock:
+        async with self._channel_lock(channel):
             subscribers = self._subscribers.setdefault(channel, set())
             subscribers.add(subscriber)
             if len(subscribers) == 1:
@@ -227,10 +226,23 @@ class Broker:
                     raise
 
     async def _remove(self, channel: str, subscriber: LocalSubscriber) -> None:
-        async with self._channel_locks.setdefault(channel, asyncio.Lock()):
+        async with self._channel_lock(channel):
             if self._forget(channel, subscriber):
                 with contextlib.suppress(Exception):
                     await self._backend.unsubscribe(self._prefix + channel)
+
+    def _channel_lock(self, channel: str) -> ChannelLock:
+        lock = self._channel_locks.get(channel)
+        if lock is None:
+            lock = self._channel_locks[channel] = ChannelLock(self, channel)
+        return lock
+
+    def _lock_unused(self, channel: str, lock: ChannelLock) -> None:
+        """Called by a channel's lock once nobody holds or waits for it: it goes with
+        the channel's last subscriber (one lock per channel ever used would grow with
+        every user who ever connected)."""
+        if channel not in self._subscribers and self._channel_locks.get(channel) is lock:
+            del self._channel_locks[channel]
 
     def subscriber_count(self, channel: str) -> int:
         return len(self._subscribers.get(channel, ()))
@@ -243,8 +255,7 @@ class Broker:
         subscribers.discard(subscriber)
         if subscribers:
             return False
-        # The channel's lock stays: a subscriber may be waiting on it right now, and a
-        # second lock for the same channel would let two SUBSCRIBEs race.
+        # (The channel's lock goes once nobody holds or waits for it: ChannelLock.)
         del self._subscribers[channel]
         return True
 
@@ -276,6 +287,37 @@ class Broker:
             for subscriber in list(subscribers):
                 subscriber._drain()
                 subscriber._signal_gap()
+
+
+class ChannelLock:
+    """`async with`: one channel's SUBSCRIBE/UNSUBSCRIBE lock, counting who holds or
+    waits for it, so that the broker can drop it once unused (and never hand out a
+    second lock for a channel while the first has a waiter: two SUBSCRIBEs would race)."""
+
+    __slots__ = ("_broker", "_channel", "_lock", "_users")
+
+    def __init__(self, broker: Broker, channel: str) -> None:
+        self._broker = broker
+        self._channel = channel
+        self._lock = asyncio.Lock()
+        self._users = 0
+
+    async def __aenter__(self) -> None:
+        self._users += 1
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            self._left()
+            raise
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._lock.release()
+        self._left()
+
+    def _left(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            self._broker._lock_unused(self._channel, self)
 
 
 def broker_from_url(

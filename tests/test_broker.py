@@ -788,3 +788,51 @@ async def test_a_callback_hears_gaps_and_one_that_raises_does_not_stop_the_other
         assert await heard.at_least(3) == ["before", GAP, "after"]
     callback_failures = [r for r in caplog.records if "callback failed" in r.getMessage()]
     assert len(callback_failures) == 3  # "before", the gap, "after": each logged
+
+
+# 8. Per-channel locks go with their channel -----------------------------------------
+
+
+async def test_a_channels_lock_goes_with_its_last_subscriber(
+    open_broker: OpenBroker, broker_url: str
+) -> None:
+    backend = CountingBackend(backend_for(broker_url))
+    broker = await open_broker(broker_url, backend=backend)
+    channels = [unique_channel(f"lock{n}") for n in range(20)]
+
+    async def cycle(channel: str) -> None:
+        # Overlapping joins and leaves on one channel: one SUBSCRIBE while live.
+        async with (
+            broker.subscribe(channel),
+            broker.listen(channel, lambda _item: None),
+            broker.subscribe(channel) as third,
+        ):
+            await broker.publish(channel, "hello")
+            assert await receive(third) == "hello"
+
+    await asyncio.gather(*(cycle(channel) for channel in channels))
+    assert all(backend.subscribes[channel] == 1 for channel in channels)
+    assert broker._channel_locks == {}  # one per channel ever used would only grow
+    assert broker._subscribers == {}
+
+
+async def test_a_failed_subscribe_leaves_no_lock_and_the_next_one_works(
+    open_broker: OpenBroker,
+) -> None:
+    backend = FlakyBackend()
+    broker = await open_broker("memory://", backend=backend)
+    channel = unique_channel("lock-failing")
+
+    async def refuse(_channel: str) -> None:
+        raise BackendExploded("no SUBSCRIBE")
+
+    backend.subscribe = refuse  # type: ignore[method-assign]
+    with pytest.raises(BackendExploded):
+        async with broker.subscribe(channel):
+            pass
+    assert broker._channel_locks == {}
+    del backend.subscribe  # the class's own again
+    async with broker.subscribe(channel) as subscriber:
+        await broker.publish(channel, "after")
+        assert await receive(subscriber) == "after"
+    assert broker._channel_locks == {}
