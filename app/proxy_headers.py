@@ -101,19 +101,20 @@ class FramelessProxyHeaders(ProxyHeadersMiddleware):
 
     def __init__(self, app: Any, trusted_hosts: list[str] | str = "127.0.0.1") -> None:
         super().__init__(app, trusted_hosts)
-        self.problem = rewrite_problem(self)
-        if self.problem is not None:
-            _warn_once(self.problem)
+        self._probe()
 
     @classmethod
     def replacing(cls, stock: ProxyHeadersMiddleware) -> FramelessProxyHeaders:
         """One with `stock`'s app and trusted hosts (uvicorn's Config built `stock`)."""
         frameless = cls.__new__(cls)
         frameless.__dict__.update(vars(stock))
-        frameless.problem = rewrite_problem(frameless)
-        if frameless.problem is not None:
-            _warn_once(frameless.problem)
+        frameless._probe()
         return frameless
+
+    def _probe(self) -> None:
+        self.problem = rewrite_problem(self)
+        if self.problem is not None:
+            _warn_once(self.problem)
 
     def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:  # type: ignore[override]
         if self.problem is not None:
