@@ -91,8 +91,9 @@ def record_changes(session: Session, changes: Sequence[Change]) -> None:
 #   is held (held until COMMIT): the module docstring says why that order matters.
 # - The ids are paired with the kept rows by rank, smallest id to the first change, so
 #   they follow the order of `changes` whatever order nextval() ran in.
-# - Both INSERTs are data-modifying CTEs of one statement; the foreign key from
-#   change_audience is checked at the end of the statement, when change_log has its rows.
+# - Both INSERTs are data-modifying CTEs of one statement: a change and its audience
+#   are written together or not at all (change_audience has no foreign key to check,
+#   see models.changelog).
 _WRITE_POSTGRESQL = text(
     """
 WITH input AS MATERIALIZED (

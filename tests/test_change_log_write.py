@@ -1,13 +1,14 @@
 """Writing the change log (subscriptions.changelog.record_changes), on both databases:
 ids follow the order of the changes, every change has its audience rows; on PostgreSQL
 the one-statement write resolves pending audiences and concurrent writers never leave a
-hole a reader could skip."""
+hole a reader could skip; a change and its audience come and go together."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 from collections.abc import Sequence
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, text
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 import models
 from models import change_audience, change_log
 from models.realtime import BoardAudience, RecordKey, UserAudience
-from subscriptions.changelog import record_changes
+from subscriptions.changelog import record_changes, trim
 from subscriptions.changes import Change, ChangeOp
 
 
@@ -188,3 +189,34 @@ async def test_pending_audiences_are_resolved_in_the_write_and_nobody_means_no_r
     assert audience_rows == {
         (c.change_id, user) for c in changes if c.change_id is not None for user in c.audience
     }
+
+
+async def test_a_rolled_back_write_leaves_neither_changes_nor_audience(
+    engine: AsyncEngine,
+) -> None:
+    """A change and its audience rows are written together or not at all (there is no
+    foreign key between them to fall back on)."""
+    async with AsyncSession(engine) as session:
+        transaction = await session.begin()
+        await write(session, some_changes(300, 4))
+        await transaction.rollback()
+    async with engine.connect() as connection:
+        assert (await connection.execute(select(change_log))).all() == []
+        assert (await connection.execute(select(change_audience))).all() == []
+
+
+async def test_trimming_deletes_the_changes_with_their_audience(engine: AsyncEngine) -> None:
+    """Retention removes a change's audience rows itself: nothing cascades from
+    change_log any more, and an audience row left behind would outlive its change."""
+    async with AsyncSession(engine) as session, session.begin():
+        old = await write(session, some_changes(400, 3))
+    async with engine.begin() as connection:
+        await connection.execute(
+            change_log.update().values(committed_at=models.utcnow() - timedelta(hours=2))
+        )
+    async with AsyncSession(engine) as session, session.begin():
+        kept = await write(session, some_changes(500, 2))
+    assert await trim(engine, timedelta(hours=1)) == len(old)
+    async with engine.connect() as connection:
+        assert set(await connection.scalars(select(change_log.c.id))) == set(kept)
+        assert set(await connection.scalars(select(change_audience.c.change_id))) == set(kept)
