@@ -14,7 +14,9 @@ are bigger than their use:
   and waiter futures only while the transport is actually paused.
 - `request` and `response`, the handshake's websockets objects with their headers:
   never read after the handshake; the scope keeps its own copy of the request headers.
-  (websockets' parser keeps the request too: its headers are emptied.)
+  websockets' parser keeps the request too, in a local variable of its generator for
+  the connection's life: its headers are emptied at once, and once the handshake is
+  done the parser is replaced by a new one without it (`_restart_idle_parser`).
 - `ping_timer`, a loop timer per socket until its next keepalive ping (about 0.8 KiB
   each): the sockets' ping timers share one loop timer here (app.timer_heap), with the
   same schedule.
@@ -49,6 +51,7 @@ from typing import Any
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
+from websockets.protocol import State
 
 from app.shared_values import SharedValues
 from app.timer_heap import TimerHeap
@@ -341,6 +344,46 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         # (Not `self.__dict__`: reading it would build the instance's own dict.)
         if self.handshake_complete and getattr(self, "response", None) is not None:
             del self.response
+            _restart_idle_parser(self.conn)
+
+
+# websockets' parser (ServerProtocol.parse) waiting for a frame's first byte: the
+# handshake's branch is behind it, and Protocol.parse waits at the top of its loop.
+_IDLE_PARSER = ("ServerProtocol.parse", "Protocol.parse", "StreamReader.at_eof")
+
+
+def _restart_idle_parser(conn: Any) -> None:
+    """Replace the open connection's parser by a new one, if it is waiting for a
+    frame with nothing read: the same parser, without the handshake request its first
+    frame keeps in a local variable for the connection's life (about 0.4 KiB). A new
+    ServerProtocol.parse, the connection being OPEN, goes straight to the frame loop.
+    Otherwise (data came with the handshake, or websockets' parser is not the one this
+    expects) the parser is left as it is."""
+    parser = getattr(conn, "parser", None)
+    reader = getattr(conn, "reader", None)
+    if (
+        getattr(conn, "state", None) is not State.OPEN
+        or getattr(conn, "events", None) != []
+        or getattr(reader, "buffer", None) != b""
+        or getattr(reader, "eof", None) is not False
+        or _generator_chain(parser) != _IDLE_PARSER
+    ):
+        return
+    fresh = conn.parse()
+    next(fresh)  # runs to the frame loop's first wait, as the old one stands
+    if _generator_chain(fresh) == _IDLE_PARSER:
+        conn.parser = fresh
+    else:  # pragma: no cover - the chain above says this cannot happen
+        fresh.close()
+
+
+def _generator_chain(generator: Any) -> tuple[str, ...]:
+    """The qualified names of `generator` and those it waits in (`yield from`)."""
+    names: list[str] = []
+    while generator is not None and len(names) < 8:
+        names.append(getattr(generator, "__qualname__", type(generator).__name__))
+        generator = getattr(generator, "gi_yieldfrom", None)
+    return tuple(names)
 
 
 def websocket_protocol() -> type[WebSocketsSansIOProtocol]:

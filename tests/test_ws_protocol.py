@@ -19,6 +19,8 @@ import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
 
 import app.ws_protocol
 from app.asgi import create_app
@@ -349,7 +351,7 @@ async def test_the_test_servers_use_the_lean_protocol_and_a_close_code_reaches_t
         assert await close_code(connection) == 4408
 
 
-# --- keepalive and backpressure, on a plain ASGI app ----------------------------------
+# --- the parser, keepalive and backpressure, on a plain ASGI app ----------------------------------
 
 
 async def echo(scope: Any, receive: Any, send: Any) -> None:
@@ -384,6 +386,83 @@ def only_protocol(server: uvicorn.Server) -> LeanWebSocketProtocol:
     (protocol,) = server.server_state.connections
     assert isinstance(protocol, LeanWebSocketProtocol)
     return protocol
+
+
+def handshake_requests_kept_by_the_parser(protocol: LeanWebSocketProtocol) -> list[Request]:
+    """websockets Request objects in the frames of the connection's parser (and of the
+    generators it waits in)."""
+    kept = []
+    generator: Any = protocol.conn.parser
+    while generator is not None:
+        frame = generator.gi_frame
+        if frame is not None:
+            kept += [value for value in frame.f_locals.values() if isinstance(value, Request)]
+        generator = generator.gi_yieldfrom
+    return kept
+
+
+async def test_once_open_the_parser_keeps_no_handshake_request_and_still_parses() -> None:
+    async with plain_server(echo) as (url, server), connect(url) as connection:
+        await connection.send("first")
+        assert await asyncio.wait_for(connection.recv(), TIMEOUT) == "first"
+        protocol = only_protocol(server)
+        assert handshake_requests_kept_by_the_parser(protocol) == []
+        # The new parser reads what comes next as the old one would: a long message, a
+        # fragmented one, a ping (answered by the protocol), then a clean close.
+        await connection.send("second " * 1000)
+        assert await asyncio.wait_for(connection.recv(), TIMEOUT) == "second " * 1000
+        await connection.send(["frag", "mented"])
+        assert await asyncio.wait_for(connection.recv(), TIMEOUT) == "fragmented"
+        await asyncio.wait_for(await connection.ping(), TIMEOUT)
+    assert connection.close_code == 1000
+
+
+async def test_a_frame_begun_before_the_socket_opened_is_read_to_its_end() -> None:
+    """A client that sends the start of a frame before the app accepted the socket:
+    the parser is in the middle of that frame when the socket opens, and is left as it
+    is (a new one would read the rest of the frame as a frame of its own)."""
+    accept = asyncio.Event()
+
+    async def echo_once_allowed(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await accept.wait()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        await send({"type": "websocket.send", "text": message["text"]})
+
+    frame = Frame(Opcode.TEXT, b"sent early").serialize(mask=True)
+    async with plain_server(echo_once_allowed) as (url, server):
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+
+            async def upgraded() -> bool:
+                return len(server.server_state.connections) == 1 and isinstance(
+                    next(iter(server.server_state.connections)), LeanWebSocketProtocol
+                )
+
+            await eventually(upgraded, "the WebSocket protocol to take over", TIMEOUT)
+            protocol = only_protocol(server)
+            writer.write(frame[:2])  # the frame's first two bytes: its header
+
+            async def mid_frame() -> bool:
+                return "Frame.parse" in app.ws_protocol._generator_chain(protocol.conn.parser)
+
+            await eventually(mid_frame, "the parser to read the frame's header", TIMEOUT)
+            accept.set()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            writer.write(frame[2:])
+            # The echo: an unmasked text frame, FIN set, its length in the second byte.
+            echoed = await asyncio.wait_for(reader.readexactly(2 + len(b"sent early")), TIMEOUT)
+            assert echoed == b"\x81" + bytes([len(b"sent early")]) + b"sent early"
+        finally:
+            writer.close()
 
 
 async def test_keepalive_pings_are_answered_and_an_unanswered_one_closes_with_1011() -> None:
