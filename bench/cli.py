@@ -78,10 +78,15 @@ async def measure(
         specs = bench.specs(pairs, sizes.pairs_per_user)
         await bench.open_live("pairs", specs, pairs)
         results["latency_many_subs"] = await bench.latency("pairs", specs, pairs, sizes.rate_high)
-        results["saturation_subs_over_100_users_one_board"] = await bench.saturation(
-            "pairs", "team", sizes.saturation_rate_board
-        )
-        results["saturation_subs_over_100_users_one_board"]["subscriptions"] = n
+        runs = [
+            await bench.saturation("pairs", "team", rate) for rate in sizes.saturation_rates_team
+        ]
+        best = max(runs, key=lambda run: run["updates_per_s"])
+        results["saturation_subs_over_100_users_one_board"] = {
+            **best,
+            "runs": runs,
+            "subscriptions": n,
+        }
         await pool.close("pairs")
 
         log(f"{kind}: memory per idle subscribed connection")
