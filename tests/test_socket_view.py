@@ -125,7 +125,7 @@ async def test_where_strawberry_differs_its_own_path_serves_with_one_warning(
     await eventually(forgotten, "the socket forgotten")
 
 
-async def test_sockets_share_their_repeated_handshake_headers_and_extensions(
+async def test_sockets_share_their_repeated_handshake_headers_and_scope_values(
     server: LiveServer,
 ) -> None:
     ann = await account(server)
@@ -152,6 +152,11 @@ async def test_sockets_share_their_repeated_handshake_headers_and_extensions(
         assert "websocket.http.response" in scopes[0]["extensions"]
         with pytest.raises(TypeError):
             scopes[0]["extensions"]["x"] = {}  # read-only
+        assert scopes[0]["server"] is scopes[1]["server"]
+        assert scopes[0]["server"] == ("127.0.0.1", port)
+        assert scopes[0]["subprotocols"] is scopes[1]["subprotocols"]
+        assert scopes[0]["subprotocols"] == ("graphql-transport-ws",)
+        assert scopes[0]["client"] != scopes[1]["client"]  # each its own
 
         # And their operations, the same query text.
         def queries() -> list[str]:
