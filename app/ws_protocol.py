@@ -16,7 +16,7 @@ are bigger than their use:
   never read after the handshake; the scope keeps its own copy of the request headers.
   websockets' parser keeps the request too, in a local variable of its generator for
   the connection's life: its headers are emptied at once, and once the handshake is
-  done the parser is replaced by a new one without it (`_restart_idle_parser`).
+  done the parser is replaced by its frame loop alone (`_restart_idle_parser`).
 - `ping_timer`, a loop timer per socket until its next keepalive ping (about 0.8 KiB
   each): the sockets' ping timers share one loop timer here (app.timer_heap), with the
   same schedule.
@@ -52,7 +52,7 @@ from typing import Any
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
 
 from app.shared_values import SharedValues
 from app.timer_heap import TimerHeap
@@ -371,15 +371,17 @@ def _share_scope_values(scope: Any) -> None:
 # websockets' parser (ServerProtocol.parse) waiting for a frame's first byte: the
 # handshake's branch is behind it, and Protocol.parse waits at the top of its loop.
 _IDLE_PARSER = ("ServerProtocol.parse", "Protocol.parse", "StreamReader.at_eof")
+# The frame loop alone, at the same point.
+_IDLE_FRAME_LOOP = _IDLE_PARSER[1:]
 
 
 def _restart_idle_parser(conn: Any) -> None:
-    """Replace the open connection's parser by a new one, if it is waiting for a
-    frame with nothing read: the same parser, without the handshake request its first
-    frame keeps in a local variable for the connection's life (about 0.4 KiB). A new
-    ServerProtocol.parse, the connection being OPEN, goes straight to the frame loop.
-    Otherwise (data came with the handshake, or websockets' parser is not the one this
-    expects) the parser is left as it is."""
+    """Replace the open connection's parser by its frame loop alone, if it is waiting
+    for a frame with nothing read. That is what ServerProtocol.parse runs once the
+    handshake is behind it (`yield from super().parse()`), without the handshake
+    request its first frame keeps in a local variable for the connection's life, or
+    that frame (about 0.7 KiB together). Otherwise (data came with the handshake, or
+    websockets' parser is not the one this expects) the parser is left as it is."""
     parser = getattr(conn, "parser", None)
     reader = getattr(conn, "reader", None)
     if (
@@ -390,12 +392,12 @@ def _restart_idle_parser(conn: Any) -> None:
         or _generator_chain(parser) != _IDLE_PARSER
     ):
         return
-    fresh = conn.parse()
-    next(fresh)  # runs to the frame loop's first wait, as the old one stands
-    if _generator_chain(fresh) == _IDLE_PARSER:
-        conn.parser = fresh
+    frame_loop = Protocol.parse(conn)
+    next(frame_loop)  # runs to the loop's first wait, where the old one stands
+    if _generator_chain(frame_loop) == _IDLE_FRAME_LOOP:
+        conn.parser = frame_loop
     else:  # pragma: no cover - the chain above says this cannot happen
-        fresh.close()
+        frame_loop.close()
 
 
 def _generator_chain(generator: Any) -> tuple[str, ...]:
