@@ -73,6 +73,8 @@ def token_limit_error(error: GraphQLSyntaxError) -> GraphQLError | None:
 
 
 class _TokenLimit(SchemaExtension):
+    operation_end_does_nothing = True  # (schema.extensions_runner: not kept to be ended)
+
     def __init__(self, max_tokens: int) -> None:
         self.max_tokens = max_tokens
 
@@ -105,6 +107,8 @@ class ValidationRules(AddValidationRules):
     """strawberry's AddValidationRules, whose rules schema.extensions_runner adds
     directly (start_operation) instead of keeping its on_operation generator suspended
     for a subscription's life."""
+
+    operation_end_does_nothing = True  # (schema.extensions_runner: not kept to be ended)
 
     def start_operation(self) -> None:
         context = self.execution_context

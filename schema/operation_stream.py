@@ -52,6 +52,7 @@ from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
 from schema.execution import SubscriptionSafeExecutionContext
+from schema.extensions_runner import ExtensionsRunner
 
 # The stream's states.
 _START, _STREAMING, _LAST, _DONE = range(4)
@@ -211,6 +212,8 @@ class OperationStream:
             return await self._hand_out(GraphQLExecutionResult(None, [_coerce_error(exc)]))
         if isinstance(executor, SubscriptionSafeExecutionContext):
             executor.keep_only_shared_state()  # (it only makes per-event copies now)
+        if isinstance(runner, ExtensionsRunner):
+            runner.keep_only_streaming_extensions()  # (parsing and validation are done)
         self._executor = executor
         self._source = events_iterator
         self._subscription = True

@@ -1,11 +1,14 @@
 """schema.extensions_runner: stream-result hooks found once per operation behave as
 strawberry's own (entered in order around each result, exited in reverse, seeing what
-went wrong while the result was out)."""
+went wrong while the result was out); a streaming subscription lets go of the
+extensions whose part is over."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
@@ -364,3 +367,62 @@ def test_our_operation_hooks_take_the_direct_path() -> None:
 
     for extension in (CloseSession, ErrorCodes, ValidationRules, _TokenLimit):
         assert issubclass(extension, OperationBounds), extension
+    # The limits' work is all at the start: not kept to be ended.
+    assert ValidationRules.operation_end_does_nothing
+    assert _TokenLimit.operation_end_does_nothing
+
+
+parse_only: weakref.WeakSet[SchemaExtension] = weakref.WeakSet()
+
+
+class ParseOnly(SchemaExtension):
+    """An extension whose part is over once the operation is parsed."""
+
+    def on_parse(self) -> Iterator[None]:
+        parse_only.add(self)
+        yield
+
+
+class StartOnly(SchemaExtension):
+    """Bounded, with nothing to do at the end."""
+
+    operation_end_does_nothing = True
+
+    def start_operation(self) -> None:
+        parse_only.add(self)
+        calls.append("start only")
+
+    def end_operation(self, error: BaseException | None) -> None:
+        calls.append("start only ended")  # never called: it says so
+
+    def on_operation(self) -> Iterator[None]:
+        self.start_operation()
+        yield
+
+
+async def test_a_streaming_subscription_keeps_only_the_extensions_it_still_uses() -> None:
+    calls.clear()
+    parse_only.clear()
+    schema = build(AsyncOperation, ParseOnly, StartOnly, SyncHook)
+    results: Any = await schema.subscribe("subscription { count }")
+    first = await results.__anext__()
+    assert first.data == {"count": 0}
+    gc.collect()
+    # Parsed and started, then let go: nothing holds them any more.
+    assert list(parse_only) == []
+    assert [type(e) for e in results._runner.extensions] == [SyncHook]
+    rest = [result.data async for result in results]
+    assert rest == [{"count": 1}, {"count": 2}]
+    # The stream-result hook ran around every result, and the operation hook still
+    # exited at the end.
+    assert calls == [
+        "async operation enter",
+        "start only",
+        "sync enter",
+        "sync exit",
+        "sync enter",
+        "sync exit",
+        "sync enter",
+        "sync exit",
+        "async operation exit",
+    ]
