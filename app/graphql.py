@@ -221,6 +221,9 @@ class TransportProtocolHandler(BaseGraphQLTransportWSHandler[Context, None]):
                     except JSONDecodeError as exc:
                         raise NonJsonMessageReceived from exc
                     await self.handle_message(cast("TransportWSMessage", message))
+                    # Not kept while waiting for the next one: a subscription's socket
+                    # would hold its subscribe message (text and parsed) for its life.
+                    del text, message
             except NonTextMessageReceived:
                 await self.handle_invalid_message("WebSocket message type must be text")
             except NonJsonMessageReceived:

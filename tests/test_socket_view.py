@@ -80,6 +80,24 @@ async def test_an_idle_subscription_waits_in_the_views_one_frame(server: LiveSer
     }
 
 
+async def test_an_idle_subscription_keeps_no_message_it_received(server: LiveServer) -> None:
+    ann = await account(server)
+    async with graphql_socket(server.ws_url, ann.token) as socket:
+        await socket.subscribe(UPDATES)
+        await subscriptions_live(server.runtime, 1)
+        gc.collect()
+        (handle,) = (
+            obj
+            for obj in gc.get_objects()
+            if type(obj).__name__ == "coroutine"
+            and obj.cr_code.co_qualname == "TransportProtocolHandler.handle"
+            and obj.cr_frame is not None
+        )
+        # Waiting for the next message, the loop holds neither the subscribe message's
+        # text nor what it parsed to.
+        assert {"text", "message"}.isdisjoint(handle.cr_frame.f_locals)
+
+
 async def test_a_binary_message_closes_the_socket_with_4400(server: LiveServer) -> None:
     async with connect(server.ws_url, subprotocols=[TRANSPORT_WS]) as connection:  # type: ignore[list-item]
         await connection.send(b"\x00\x01")
