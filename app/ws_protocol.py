@@ -16,7 +16,8 @@ are bigger than their use:
   never read after the handshake; the scope keeps its own copy of the request headers.
   websockets' parser keeps the request too, in a local variable of its generator for
   the connection's life: its headers are emptied at once, and once the handshake is
-  done the parser is replaced by its frame loop alone (`_restart_idle_parser`).
+  done the parser is replaced by its frame loop alone (`_restart_idle_parser`), and
+  again after each message, which the loop would keep until the next one.
 - `ping_timer`, a loop timer per socket until its next keepalive ping (about 0.8 KiB
   each): the sockets' ping timers share one loop timer here (app.timer_heap), with the
   same schedule.
@@ -254,7 +255,7 @@ def internals_problem(cls: type = WebSocketsSansIOProtocol) -> str | None:
             return f"cannot read uvicorn's {name} ({exc})"
         if not _same_code(source, expected):
             return f"uvicorn's {name} is not the one app.ws_protocol expects"
-    for method in ("handle_connect", "send", "receive"):
+    for method in ("handle_connect", "send", "receive", "data_received"):
         if not callable(getattr(cls, method, None)):
             return f"uvicorn's WebSocket protocol has no {method}()"
     return None
@@ -355,6 +356,12 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             del self.response
             _restart_idle_parser(self.conn)
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # The parser keeps the last frame it parsed (a local variable of its loop) until
+        # the next one: for an idle subscription, its subscribe message.
+        _restart_idle_parser(self.conn)
+
 
 def _share_scope_values(scope: Any) -> None:
     """The scope's `server` address and `subprotocols` replaced by the equal ones other
@@ -376,12 +383,14 @@ _IDLE_FRAME_LOOP = _IDLE_PARSER[1:]
 
 
 def _restart_idle_parser(conn: Any) -> None:
-    """Replace the open connection's parser by its frame loop alone, if it is waiting
-    for a frame with nothing read. That is what ServerProtocol.parse runs once the
-    handshake is behind it (`yield from super().parse()`), without the handshake
-    request its first frame keeps in a local variable for the connection's life, or
-    that frame (about 0.7 KiB together). Otherwise (data came with the handshake, or
-    websockets' parser is not the one this expects) the parser is left as it is."""
+    """Replace the open connection's parser by a new frame loop, if it is waiting for a
+    frame with nothing read. That is what ServerProtocol.parse runs once the handshake
+    is behind it (`yield from super().parse()`), without what the old one keeps in
+    local variables until it parses the next frame, for an idle socket its whole life:
+    the handshake request and its own first frame (about 0.7 KiB together), the last
+    frame it parsed (an idle subscription's subscribe message). Otherwise (in the middle
+    of a frame, closing, or websockets' parser is not the one this expects) the parser
+    is left as it is."""
     parser = getattr(conn, "parser", None)
     reader = getattr(conn, "reader", None)
     if (
@@ -389,7 +398,7 @@ def _restart_idle_parser(conn: Any) -> None:
         or getattr(conn, "events", None) != []
         or getattr(reader, "buffer", None) != b""
         or getattr(reader, "eof", None) is not False
-        or _generator_chain(parser) != _IDLE_PARSER
+        or _generator_chain(parser) not in (_IDLE_PARSER, _IDLE_FRAME_LOOP)
     ):
         return
     frame_loop = Protocol.parse(conn)

@@ -388,15 +388,15 @@ def only_protocol(server: uvicorn.Server) -> LeanWebSocketProtocol:
     return protocol
 
 
-def handshake_requests_kept_by_the_parser(protocol: LeanWebSocketProtocol) -> list[Request]:
-    """websockets Request objects in the frames of the connection's parser (and of the
-    generators it waits in)."""
+def kept_by_the_parser(protocol: LeanWebSocketProtocol) -> list[Request | Frame]:
+    """websockets' handshake requests and frames in the local variables of the
+    connection's parser (and of the generators it waits in)."""
     kept = []
     generator: Any = protocol.conn.parser
     while generator is not None:
         frame = generator.gi_frame
         if frame is not None:
-            kept += [value for value in frame.f_locals.values() if isinstance(value, Request)]
+            kept += [v for v in frame.f_locals.values() if isinstance(v, Request | Frame)]
         generator = generator.gi_yieldfrom
     return kept
 
@@ -406,7 +406,8 @@ async def test_once_open_the_parser_keeps_no_handshake_request_and_still_parses(
         await connection.send("first")
         assert await asyncio.wait_for(connection.recv(), TIMEOUT) == "first"
         protocol = only_protocol(server)
-        assert handshake_requests_kept_by_the_parser(protocol) == []
+        # Neither the handshake request nor the last message, while it waits.
+        assert kept_by_the_parser(protocol) == []
         # The new parser reads what comes next as the old one would: a long message, a
         # fragmented one, a ping (answered by the protocol), then a clean close.
         await connection.send("second " * 1000)
