@@ -220,6 +220,10 @@ class Subscription:
         self, info: Info, after: str | None = strawberry.UNSET
     ) -> AsyncGenerator[UserUpdate, None]:
         ctx = info.context
+        # graphql-core's resolve info for this field (with its path and strawberry's
+        # wrapper, about 0.3 KiB) is not needed past this point: not kept for as long as
+        # the subscription lives.
+        del info
         viewer_id = ctx.require_viewer()
         if ctx.feed is None:
             raise RuntimeError("userUpdates needs a Context with a feed")

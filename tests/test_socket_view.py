@@ -80,7 +80,7 @@ async def test_an_idle_subscription_waits_in_the_views_one_frame(server: LiveSer
     }
 
 
-async def test_an_idle_subscription_keeps_no_message_it_received(server: LiveServer) -> None:
+async def test_an_idle_subscription_keeps_no_message_or_resolve_info(server: LiveServer) -> None:
     ann = await account(server)
     async with graphql_socket(server.ws_url, ann.token) as socket:
         await socket.subscribe(UPDATES)
@@ -96,6 +96,15 @@ async def test_an_idle_subscription_keeps_no_message_it_received(server: LiveSer
         # Waiting for the next message, the loop holds neither the subscribe message's
         # text nor what it parsed to.
         assert {"text", "message"}.isdisjoint(handle.cr_frame.f_locals)
+        # Nor does the subscription's resolver keep its field's resolve info.
+        (updates,) = (
+            obj
+            for obj in gc.get_objects()
+            if type(obj).__name__ == "async_generator"
+            and obj.ag_code.co_qualname == "Subscription.user_updates"
+            and obj.ag_frame is not None
+        )
+        assert "info" not in updates.ag_frame.f_locals
 
 
 async def test_a_binary_message_closes_the_socket_with_4400(server: LiveServer) -> None:
