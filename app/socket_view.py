@@ -114,6 +114,10 @@ async def serve_websocket(view: GraphQLView, scope: Scope, receive: Receive, sen
         if not view._check_websocket_origin(request):
             await view.reject_websocket(request)
             return
+        # The origin check parsed the headers into a Headers object that Starlette keeps
+        # for the socket's life: the scope has them (and Starlette parses them again if
+        # a resolver asks).
+        vars(request).pop("_headers", None)
         root_value = await view.get_root_value(request)  # type: ignore[func-returns-value]
         subprotocol = await view.pick_websocket_subprotocol(request)
         response = await view.create_websocket_response(request, subprotocol)

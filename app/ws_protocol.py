@@ -322,6 +322,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
                 if scope.get(key) == shared:
                     scope[key] = shared
             _share_scope_values(scope)
+            self.server = scope["server"]  # (the shared tuple, not uvicorn's own copy)
         # The scope has its own copy of the headers, for the app; uvicorn never reads
         # the request again. websockets keeps it too, in a local variable of its
         # suspended parser for the connection's life: empty its headers, the bulk of it.

@@ -96,6 +96,15 @@ async def test_an_idle_subscription_keeps_no_message_or_resolve_info(server: Liv
         # Waiting for the next message, the loop holds neither the subscribe message's
         # text nor what it parsed to.
         assert {"text", "message"}.isdisjoint(handle.cr_frame.f_locals)
+        # Nor the handshake headers parsed for the origin check.
+        (serving,) = (
+            obj
+            for obj in gc.get_objects()
+            if type(obj).__name__ == "coroutine"
+            and obj.cr_code.co_qualname == "serve_websocket"
+            and obj.cr_frame is not None
+        )
+        assert "_headers" not in vars(serving.cr_frame.f_locals["request"])
         # Nor does the subscription's resolver keep its field's resolve info.
         (updates,) = (
             obj
@@ -180,6 +189,7 @@ async def test_sockets_share_their_repeated_handshake_headers_and_scope_values(
         with pytest.raises(TypeError):
             scopes[0]["extensions"]["x"] = {}  # read-only
         assert scopes[0]["server"] is scopes[1]["server"]
+        assert all(p.server is scopes[0]["server"] for p in protocols if p.scope in scopes)
         assert scopes[0]["server"] == ("127.0.0.1", port)
         assert scopes[0]["subprotocols"] is scopes[1]["subprotocols"]
         assert scopes[0]["subprotocols"] == ("graphql-transport-ws",)
