@@ -80,40 +80,38 @@ async def test_an_idle_subscription_waits_in_the_views_one_frame(server: LiveSer
     }
 
 
+def suspended_locals(qualname: str) -> dict[str, Any]:
+    """The local variables of the one coroutine or async generator `qualname` that is
+    suspended in this process."""
+    gc.collect()
+    frames = []
+    for obj in gc.get_objects():
+        kind = type(obj).__name__
+        if kind == "coroutine":
+            code, frame = obj.cr_code, obj.cr_frame
+        elif kind == "async_generator":
+            code, frame = obj.ag_code, obj.ag_frame
+        else:
+            continue
+        if code.co_qualname == qualname and frame is not None:
+            frames.append(frame)
+    (frame,) = frames
+    return frame.f_locals
+
+
 async def test_an_idle_subscription_keeps_no_message_or_resolve_info(server: LiveServer) -> None:
     ann = await account(server)
     async with graphql_socket(server.ws_url, ann.token) as socket:
         await socket.subscribe(UPDATES)
         await subscriptions_live(server.runtime, 1)
-        gc.collect()
-        (handle,) = (
-            obj
-            for obj in gc.get_objects()
-            if type(obj).__name__ == "coroutine"
-            and obj.cr_code.co_qualname == "TransportProtocolHandler.handle"
-            and obj.cr_frame is not None
-        )
         # Waiting for the next message, the loop holds neither the subscribe message's
         # text nor what it parsed to.
-        assert {"text", "message"}.isdisjoint(handle.cr_frame.f_locals)
+        assert {"text", "message"}.isdisjoint(suspended_locals("TransportProtocolHandler.handle"))
         # Nor the handshake headers parsed for the origin check.
-        (serving,) = (
-            obj
-            for obj in gc.get_objects()
-            if type(obj).__name__ == "coroutine"
-            and obj.cr_code.co_qualname == "serve_websocket"
-            and obj.cr_frame is not None
-        )
-        assert "_headers" not in vars(serving.cr_frame.f_locals["request"])
+        request = suspended_locals("serve_websocket")["request"]
+        assert "_headers" not in vars(request)
         # Nor does the subscription's resolver keep its field's resolve info.
-        (updates,) = (
-            obj
-            for obj in gc.get_objects()
-            if type(obj).__name__ == "async_generator"
-            and obj.ag_code.co_qualname == "Subscription.user_updates"
-            and obj.ag_frame is not None
-        )
-        assert "info" not in updates.ag_frame.f_locals
+        assert "info" not in suspended_locals("Subscription.user_updates")
 
 
 async def test_a_binary_message_closes_the_socket_with_4400(server: LiveServer) -> None:
