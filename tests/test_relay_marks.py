@@ -22,14 +22,8 @@ from subscriptions.relay import MARK_DELAY, SWEEP_AGE, Relay
 from tests.support import eventually
 from tests.test_connection_pool import Wire
 
-
-@pytest.fixture
-async def engine(empty_postgres_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(empty_postgres_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
+# The relay's tests run on PostgreSQL (conftest's `engine`, on that database only).
+on_postgresql = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 
 @pytest.fixture
@@ -61,6 +55,7 @@ async def unmarked(engine: AsyncEngine) -> int:
     return int(count or 0)
 
 
+@on_postgresql
 async def test_publishes_close_together_are_marked_in_one_update_soon(
     engine: AsyncEngine, relay: Relay
 ) -> None:
@@ -88,6 +83,7 @@ async def test_publishes_close_together_are_marked_in_one_update_soon(
     assert SWEEP_AGE.total_seconds() > 10 * MARK_DELAY
 
 
+@on_postgresql
 async def test_idle_returns_once_published_changes_are_marked(
     engine: AsyncEngine, relay: Relay
 ) -> None:
