@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from json import JSONDecodeError
 from typing import Any, Literal, cast
@@ -457,6 +458,10 @@ class GraphQLView(GraphQLHTTPPolicy):
     def websocket_closed(self, scope: Scope) -> None:
         runtime: Runtime = scope["app"].state.runtime
         runtime.live_sockets.discard(scope)
+
+    def hold_changes(self, scope: Scope) -> AbstractContextManager[object]:
+        runtime: Runtime = scope["app"].state.runtime
+        return runtime.relay.holding()
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Coroutine
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
@@ -42,11 +43,19 @@ class GraphQLHTTPPolicy(GraphQL[Context, None]):
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope=scope, receive=receive)
-        try:
-            response = await self.run(request)
-        except HTTPException as exc:
-            response = _refusal(request, exc)
+        # What the operation commits is published once its response is being written
+        # (a streamed response's parts come later: they commit after the hold ends).
+        with self.hold_changes(scope):
+            try:
+                response = await self.run(request)
+            except HTTPException as exc:
+                response = _refusal(request, exc)
         await response(scope, receive, send)
+
+    def hold_changes(self, scope: Scope) -> AbstractContextManager[object]:
+        """Where the operation's committed changes wait until its response is written
+        (the app's relay; see subscriptions.hold). Nowhere by default."""
+        return nullcontext()
 
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter

@@ -2,7 +2,10 @@
 and, in every process, publish what nobody published and trim the change log.
 
 The capture hook hands over committed changes synchronously (SQLAlchemy events cannot
-await); the relay's task publishes them in commit order, then marks them published:
+await); during an HTTP request they wait for its response to be written first
+(subscriptions.hold). The relay's task publishes them in the order handed over (commit
+order within a process, but for a request's changes held a moment longer: wake-ups
+carry only an id, and a subscriber reads the change log), then marks them published:
 marks are gathered for up to MARK_DELAY and written in one UPDATE, because the relay
 shares the event loop (and the connection pool) with the requests. A mark that comes
 late, or never (the process died), only means the sweeper may publish the change again,
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -27,6 +31,7 @@ from models.database import read_retrying_stale, single_statement_reads
 from subscriptions.broker import Broker
 from subscriptions.changelog import mark_published, trim, unpublished
 from subscriptions.changes import Change, encode_wakeup, user_channel
+from subscriptions.hold import Hold, current_hold, holding
 from subscriptions.metrics import Metrics, unobserved
 
 logger = logging.getLogger("commitcast.relay")
@@ -74,7 +79,21 @@ class Relay:
         self.swept = 0
 
     def submit(self, changes: list[Change]) -> None:
-        """Called from the after-commit hook on the event loop thread: never blocks."""
+        """Called from the after-commit hook on the event loop thread: never blocks.
+        Inside `holding()` the changes wait for the hold to let go."""
+        hold = current_hold(self)
+        if hold is not None:
+            hold.add(changes)
+        else:
+            self._enqueue(changes)
+
+    def holding(self) -> AbstractContextManager[Hold]:
+        """Hold what is committed in the block until it ends or the hold's `release()`
+        (at most subscriptions.hold.HOLD_LIMIT): a request's response goes out before
+        its changes are published. See subscriptions.hold."""
+        return holding(self, self._enqueue)
+
+    def _enqueue(self, changes: list[Change]) -> None:
         self._metrics.changes_captured.inc(len(changes))
         self._metrics.relay_pending_changes.inc(len(changes))
         self._queue.put_nowait(changes)
