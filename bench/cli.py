@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import sys
 import tempfile
 import time
@@ -17,18 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.receivers import Pool
-from bench.targets import GROUPS, Target
+from bench.targets import GROUPS, Target, free_port
 from bench.workloads import FULL, QUICK, Bench, Sizes
 
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def log(message: str) -> None:
@@ -117,6 +109,7 @@ async def measure(
         results["mutation_latency_no_subscribers"] = cost["nobody"]
         results["mutation_latency_realtime_on"] = cost["one"]
         results["mutation_latency_paced_on"] = cost["paced_on"]
+        results["mutation_latency_paced_no_subscribers"] = cost["paced_nobody"]
         results["mutation_latency_paced_off"] = cost["paced_off"]
     finally:
         await target.stop()
@@ -168,6 +161,12 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("mutation p99, real-time on", "mutation_latency_realtime_on", "p99_ms", "ms"),
     ("mutation p99, real-time off", "mutation_latency_realtime_off", "p99_ms", "ms"),
     ("mutation p50 @ low rate, on, 1 sub", "mutation_latency_paced_on", "p50_ms", "ms"),
+    (
+        "mutation p50 @ low rate, on, nobody",
+        "mutation_latency_paced_no_subscribers",
+        "p50_ms",
+        "ms",
+    ),
     ("mutation p50 @ low rate, real-time off", "mutation_latency_paced_off", "p50_ms", "ms"),
 ]
 

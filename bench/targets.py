@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,13 @@ class Population:
     home: dict[str, str] = field(default_factory=dict)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def _dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -78,6 +86,13 @@ class Target:
             timeout=60,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
         )
+
+    def twin(self) -> Target:
+        """Another server of the same kind on this one's database and population, for
+        figures taken side by side (start, stop and close it like this one)."""
+        twin = Target(self.kind, self.admin_url, self.redis_url, free_port())
+        twin.database, twin.url, twin.population = self.database, self.url, self.population
+        return twin
 
     @property
     def ws_url(self) -> str:

@@ -283,7 +283,9 @@ class Bench:
 
     async def _closed_loop(self, board: str) -> list[float]:
         for _ in range(self.sizes.mutation_warmup):
-            await self.target.mutate(self.owner(board), self.next_card(board), "warm-up")
+            await self.target.mutate(
+                self.owner(board), self.next_card(board), f"w{next(self._titles)}"
+            )
         durations = []
         for _ in range(self.sizes.mutations):
             _, _, took = await self.target.mutate(
@@ -297,9 +299,9 @@ class Bench:
         with nobody subscribed (`nobody`) and on with one subscription of `user`
         (`one`), each server freshly started, alternating `mutation_rounds` times: all
         on the database as it is now, so that no figure is taken on a fresher (or more
-        worn) database than another, and machine drift spreads over all three. Then at
-        `rate_low`, open loop, on with one subscription (`paced_on`) and off
-        (`paced_off`). Leaves the server stopped."""
+        worn) database than another, and machine drift spreads over all three. Then the
+        same three at `rate_low`, side by side (`paced_side_by_side`). Leaves the
+        server stopped."""
         board = user  # (the user's own board)
         samples: dict[str, list[float]] = {"off": [], "nobody": [], "one": []}
         for _ in range(self.sizes.mutation_rounds):
@@ -311,28 +313,58 @@ class Bench:
             samples["one"] += await self._closed_loop(board)
             await self.pool.close("one")
         costs = {name: summary(durations) for name, durations in samples.items()}
-        await self.open_live("one", self.specs([user], 1), [board])
-        costs["paced_on"] = await self.paced_mutations(board, self.sizes.rate_low)
-        await self.pool.close("one")
-        await self._restart(realtime=False)
-        costs["paced_off"] = await self.paced_mutations(board, self.sizes.rate_low)
         await self.target.stop()
+        costs.update(await self.paced_side_by_side(user, self.sizes.rate_low))
         return costs
 
     async def _restart(self, *, realtime: bool) -> None:
         await self.target.stop()
         await self.target.start(realtime=realtime)
 
-    async def paced_mutations(self, board: str, rate: float) -> dict[str, Any]:
-        """Mutation latency at a fixed rate (open loop)."""
-        self.failures = []
-        _, durations = await self.open_loop([board], rate, self.sizes.latency_seconds)
+    async def paced_side_by_side(self, user: str, rate: float) -> dict[str, dict[str, Any]]:
+        """Mutation latency at `rate` mutations/s in all, sent one at a time and in turn
+        to three servers on this target's database: real-time off (`paced_off`), on
+        with nobody subscribed (`paced_nobody`) and on with one subscription of `user`
+        (`paced_on`). Each figure comes from the same seconds as the others: this VM's
+        speed drifts by 25 % and more within minutes, which moved figures taken one
+        after the other by more than the difference measured. At this rate a
+        subscriber's deliveries run between mutations, so this is what real-time adds
+        to a mutation's own path. (The servers share the broker: a wake-up published by
+        `paced_nobody` reaches the subscriber on `paced_on` too.)"""
+        board = user
+        servers = {"paced_off": self.target.twin(), "paced_nobody": self.target.twin()}
+        servers["paced_on"] = self.target.twin()
+        try:
+            for name, server in servers.items():
+                await server.start(realtime=name != "paced_off")
+            on = Bench(servers["paced_on"], self.pool, self.sizes)
+            await on.open_live("one", on.specs([user], 1), [board])
+            for server in servers.values():
+                for _ in range(self.sizes.mutation_warmup):
+                    await server.mutate(
+                        self.owner(board), self.next_card(board), f"w{next(self._titles)}"
+                    )
+            durations: dict[str, list[float]] = {name: [] for name in servers}
+            turns = itertools.cycle(servers.items())
+            started = time.perf_counter()
+            # As many mutations per server as one server gets in `latency_seconds`.
+            for n in range(int(rate * self.sizes.latency_seconds) * len(servers)):
+                delay = started + n / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                name, server = next(turns)
+                _, _, took = await server.mutate(
+                    self.owner(board), self.next_card(board), f"s{next(self._titles)}"
+                )
+                durations[name].append(took)
+            await self.pool.close("one")
+        finally:
+            for server in servers.values():
+                await server.stop()
+                await server.close()
         return {
-            "rate": rate,
-            "mutations": len(durations),
-            "failed_mutations": len(self.failures),
-            "p50_ms": ms(percentile(durations, 50)),
-            "p99_ms": ms(percentile(durations, 99)),
+            name: {"rate": rate, "servers": len(servers), **summary(taken)}
+            for name, taken in durations.items()
         }
 
     async def memory(self) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 The capture hook hands committed changes to the relay right after COMMIT, and the
 relay's task then publishes them (and this process's subscriptions deliver them) as
 soon as the request's coroutine next waits: that was before its response was written.
-Traced in a server at 20 mutations/s, the publish ran between the COMMIT and the
-response and made an HTTP mutation about 0.6 ms slower (the response came 1.2 ms after
-the session closed instead of 0.7 ms).
+Traced in a server at 20 mutations/s with one subscriber, the publish ran between the
+COMMIT and the response, which came 1.2 to 1.3 ms after the write session closed (0.75
+to 0.85 ms with real-time off). Held, it comes 0.97 ms after.
 
 So the GraphQL endpoint holds what its request commits (`Relay.holding`, used by
 app.http_policy) and lets go just before the response is written: the relay's task
