@@ -21,7 +21,9 @@ Otherwise it starts a new one (ReadGroups), and the old one ends with its last h
 The session is released soon after no subscription uses it (LINGER; at once when a newer
 one took over): each subscription holds the loaders from the start of its reload until
 its result is built (Context.close, called before the send, releases it), so a slow
-client never pins a connection.
+client never pins a connection. Once ended, nothing keeps them: neither ReadGroups nor
+the subscriptions that read through them (schema.subscription), so that what they loaded
+is freed at the next young collection instead of piling up for the older ones.
 """
 
 from __future__ import annotations
@@ -54,8 +56,11 @@ class SharedReads:
         sessions: async_sessionmaker[AsyncSession],
         clock: Callable[[], int] = lambda: 0,
         committed: Callable[[], int] = lambda: 0,
+        on_end: Callable[[SharedReads], None] | None = None,
     ) -> None:
         self._sessions = sessions
+        # Told when these reads have ended (ReadGroups then lets go of them).
+        self._on_end = on_end
         # The access fence's clock (subscriptions.fence), read when the session opens.
         self._clock = clock
         self._session_clock = 0
@@ -135,6 +140,8 @@ class SharedReads:
         if self._holders:
             return
         self.ended = True
+        if self._on_end is not None:
+            self._on_end(self)
         session, self._session = self._session, None
         if session is not None:
             task = asyncio.create_task(self._close(session))
@@ -197,9 +204,15 @@ class ReadGroups:
         if current is None or not current.fresh_for(batch):
             if current is not None:
                 current.supersede()
-            current = SharedReads(self._sessions, self._clock, self._committed)
+            current = SharedReads(self._sessions, self._clock, self._committed, self._ended)
             self._current = current
         return current
+
+    def _ended(self, reads: SharedReads) -> None:
+        # Nobody joins ended reads: not kept (with every record and membership they
+        # loaded) until the next change comes.
+        if self._current is reads:
+            self._current = None
 
 
 def shared_reads(

@@ -114,6 +114,45 @@ async def test_an_idle_subscription_keeps_no_message_or_resolve_info(server: Liv
         assert "info" not in suspended_locals("Subscription.user_updates")
 
 
+def alive(*type_names: str) -> dict[str, int]:
+    """How many objects of each type outlive a full collection (reachable ones)."""
+    gc.collect()
+    counts = dict.fromkeys(type_names, 0)
+    for obj in gc.get_objects():
+        name = type(obj).__name__
+        if name in counts:
+            counts[name] += 1
+    return counts
+
+
+async def test_an_idle_subscription_keeps_nothing_of_its_last_delivery(
+    server: LiveServer,
+) -> None:
+    # What a delivery reads through and makes (shared reads and loaders, the records,
+    # the update) forms reference cycles: kept while the subscription waited, it
+    # outlived young collections and piled up for the older ones, which then stopped
+    # the event loop for hundreds of ms under load. (The result sent stays as
+    # strawberry keeps it, as the operation's last result: plain data, no cycles.)
+    kinds = ("SharedReads", "Loaders", "DataLoader", "UserUpdate", "Card")
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+        client = GraphQLClient(http, server.runtime)
+        ann = await client.account("Ann")
+        board = await client.board(ann)
+        async with graphql_socket(server.ws_url, ann.token) as socket:
+            await socket.subscribe(UPDATES)
+            await subscriptions_live(server.runtime, 1)
+            idle = alive(*kinds)
+            card = await client.card(ann, board, "Delivered")
+            while (await socket.next_update())["id"] != card:
+                pass
+
+            async def as_before() -> bool:
+                # (The shared reads end a moment after their last use: LINGER.)
+                return alive(*kinds) == idle
+
+            await eventually(as_before, "nothing of the delivery kept")
+
+
 async def test_a_binary_message_closes_the_socket_with_4400(server: LiveServer) -> None:
     async with connect(server.ws_url, subprotocols=[TRANSPORT_WS]) as connection:  # type: ignore[list-item]
         await connection.send(b"\x00\x01")
