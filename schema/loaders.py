@@ -2,14 +2,16 @@
 
 They are why a board with hundreds of cards and thousands of comments loads in a
 handful of statements instead of one per record. A set lives for one operation (or
-until a write commits); it is never kept on a WebSocket connection.
+until a write commits); it is never kept on a WebSocket connection. Each loader is made
+when first used: a delivery or a mutation uses two or three of the fourteen, and every
+loader made is a few objects in reference cycles for the collector to walk and free.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
-from functools import cache
+from functools import cache, cached_property
 from typing import Any, TypeVar
 
 from sqlalchemy import BindParameter, Select, bindparam, select
@@ -33,10 +35,22 @@ class RecordLoaders:
     def __init__(self, run: RunQuery) -> None:
         self._run = run
         self._records: dict[type[Any], DataLoader[int, Any]] = {}
-        self.board_members = self._grouped(Membership, Membership.board_id, Membership.id)
-        self.board_cards = self._grouped(Card, Card.board_id, Card.position, Card.id)
-        self.card_comments = self._grouped(Comment, Comment.card_id, Comment.id)
-        self.user_memberships = self._grouped(Membership, Membership.user_id, Membership.board_id)
+
+    @cached_property
+    def board_members(self) -> DataLoader[int, list[Membership]]:
+        return self._grouped(Membership, Membership.board_id, Membership.id)
+
+    @cached_property
+    def board_cards(self) -> DataLoader[int, list[Card]]:
+        return self._grouped(Card, Card.board_id, Card.position, Card.id)
+
+    @cached_property
+    def card_comments(self) -> DataLoader[int, list[Comment]]:
+        return self._grouped(Comment, Comment.card_id, Comment.id)
+
+    @cached_property
+    def user_memberships(self) -> DataLoader[int, list[Membership]]:
+        return self._grouped(Membership, Membership.user_id, Membership.board_id)
 
     def record(self, model: type[R]) -> DataLoader[int, R | None]:
         """Records of `model` by primary key (one loader per model)."""
@@ -72,15 +86,24 @@ class AccessLoaders:
 
     def __init__(self, run: RunQuery, *, whole_boards: bool = False) -> None:
         self._run = run
-        self.roles: DataLoader[tuple[int, int], Role | None] = DataLoader(self._roles)
-        self.peers: DataLoader[tuple[int, int], bool] = DataLoader(self._peers)
         # With whole_boards, a board's memberships are read all at once, the first time
         # anyone's role there is asked: the members of a board woken for one change ask
         # a moment apart, and one query answers them all.
         self._whole_boards = whole_boards
-        # board -> {member: role} (a DataLoader: asked again while still loading, it
-        # waits for the same query).
-        self._members: DataLoader[int, dict[int, Role]] = DataLoader(self._boards_members)
+
+    @cached_property
+    def roles(self) -> DataLoader[tuple[int, int], Role | None]:
+        return DataLoader(self._roles)
+
+    @cached_property
+    def peers(self) -> DataLoader[tuple[int, int], bool]:
+        return DataLoader(self._peers)
+
+    @cached_property
+    def _members(self) -> DataLoader[int, dict[int, Role]]:
+        """board -> {member: role} (a DataLoader: asked again while still loading, it
+        waits for the same query)."""
+        return DataLoader(self._boards_members)
 
     async def _boards_members(self, boards: list[int]) -> list[dict[int, Role]]:
         rows = await self._run(_boards_memberships(), {"keys": boards})
@@ -131,21 +154,54 @@ class Loaders:
         # What the layers above derive from these loads, for everyone reading through
         # them (schema.subscription: one update object per change).
         self.derived: dict[object, Any] = {}
-        self.user = self.record(User)
-        self.board = self.record(Board)
-        self.membership = self.record(Membership)
-        self.card = self.record(Card)
-        self.comment = self.record(Comment)
-        self.board_members = self._records.board_members
-        self.board_cards = self._records.board_cards
-        self.card_comments = self._records.card_comments
-        self.user_memberships = self._records.user_memberships
-        self.viewer_role: DataLoader[int, Role | None] = DataLoader(self._viewer_roles)
-        self.shares_board_with_viewer: DataLoader[int, bool] = DataLoader(self._shares_board)
 
     def record(self, model: type[R]) -> DataLoader[int, R | None]:
         """Records of `model` by primary key."""
         return self._records.record(model)
+
+    @property
+    def user(self) -> DataLoader[int, User | None]:
+        return self._records.record(User)
+
+    @property
+    def board(self) -> DataLoader[int, Board | None]:
+        return self._records.record(Board)
+
+    @property
+    def membership(self) -> DataLoader[int, Membership | None]:
+        return self._records.record(Membership)
+
+    @property
+    def card(self) -> DataLoader[int, Card | None]:
+        return self._records.record(Card)
+
+    @property
+    def comment(self) -> DataLoader[int, Comment | None]:
+        return self._records.record(Comment)
+
+    @property
+    def board_members(self) -> DataLoader[int, list[Membership]]:
+        return self._records.board_members
+
+    @property
+    def board_cards(self) -> DataLoader[int, list[Card]]:
+        return self._records.board_cards
+
+    @property
+    def card_comments(self) -> DataLoader[int, list[Comment]]:
+        return self._records.card_comments
+
+    @property
+    def user_memberships(self) -> DataLoader[int, list[Membership]]:
+        return self._records.user_memberships
+
+    @cached_property
+    def viewer_role(self) -> DataLoader[int, Role | None]:
+        return DataLoader(self._viewer_roles)
+
+    @cached_property
+    def shares_board_with_viewer(self) -> DataLoader[int, bool]:
+        return DataLoader(self._shares_board)
 
     async def _viewer_roles(self, board_ids: list[int]) -> list[Role | None]:
         viewer = self._viewer_id
