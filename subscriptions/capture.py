@@ -26,7 +26,8 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, event, inspect, select
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.orm import ORMExecuteState, PassiveFlag, Session, SessionTransaction
+from sqlalchemy.orm.attributes import get_history
 
 from models import Membership
 from models.realtime import Audience, BoardAudience, Realtime, RecordKey, UserAudience
@@ -163,9 +164,11 @@ def _after_flush(session: Session, _flush_context: Any) -> None:
             captured.append((obj, ChangeOp.CREATED, True))
     for obj in session.dirty:
         if isinstance(obj, Realtime) and session.is_modified(obj, include_collections=False):
-            state = inspect(obj)
+            # get_history rather than inspect(obj).attrs: that makes an AttributeState
+            # for every column of the record (reference cycles, per change) to read one.
             moved = any(
-                state.attrs[name].history.has_changes() for name in obj.realtime_parent_attributes
+                get_history(obj, name, PassiveFlag.PASSIVE_NO_INITIALIZE).has_changes()
+                for name in obj.realtime_parent_attributes
             )
             captured.append((obj, ChangeOp.UPDATED, moved))
     buffer = _buffers(session).setdefault(_current_transaction(session), {})

@@ -119,6 +119,26 @@ async def test_several_writes_to_one_record_give_one_change(
     assert sink.batches[0][0].version == 4
 
 
+async def test_moving_a_card_also_announces_its_board_and_renaming_it_does_not(
+    sessions: async_sessionmaker[AsyncSession], sink: ListSink, world: World
+) -> None:
+    # A card's position orders its board's card list (realtime_parent_attributes).
+    async with sessions() as session, session.begin():
+        card = card_for(world)
+        session.add(card)
+    sink.batches.clear()
+    async with sessions() as session, session.begin():
+        card = await session.get(models.Card, card.id) or card
+        card.position = 2.0
+    async with sessions() as session, session.begin():
+        card = await session.get(models.Card, card.id) or card
+        card.title = "Renamed"
+    assert sink.summary() == [
+        {("Card", card.id, ChangeOp.UPDATED), ("Board", world.board.id, ChangeOp.UPDATED)},
+        {("Card", card.id, ChangeOp.UPDATED)},
+    ]
+
+
 async def test_created_then_deleted_in_one_transaction_is_never_announced(
     sessions: async_sessionmaker[AsyncSession], sink: ListSink, world: World
 ) -> None:
