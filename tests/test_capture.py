@@ -83,6 +83,27 @@ def card_for(world: World, title: str = "Card") -> models.Card:
     )
 
 
+async def committed_card(
+    sessions: async_sessionmaker[AsyncSession], sink: ListSink, world: World
+) -> int:
+    """A card on the world's board, committed, its changes cleared from the sink."""
+    async with sessions() as session, session.begin():
+        card = card_for(world)
+        session.add(card)
+    sink.batches.clear()
+    return card.id
+
+
+async def edit_card(
+    sessions: async_sessionmaker[AsyncSession], card_id: int, **values: object
+) -> None:
+    async with sessions() as session, session.begin():
+        card = await session.get(models.Card, card_id)
+        assert card is not None
+        for name, value in values.items():
+            setattr(card, name, value)
+
+
 async def test_create_publishes_after_commit_to_the_members_with_the_parent(
     sessions: async_sessionmaker[AsyncSession], sink: ListSink, world: World
 ) -> None:
@@ -104,12 +125,10 @@ async def test_create_publishes_after_commit_to_the_members_with_the_parent(
 async def test_several_writes_to_one_record_give_one_change(
     sessions: async_sessionmaker[AsyncSession], sink: ListSink, world: World
 ) -> None:
+    card_id = await committed_card(sessions, sink, world)
     async with sessions() as session, session.begin():
-        card = card_for(world)
-        session.add(card)
-    sink.batches.clear()
-    async with sessions() as session, session.begin():
-        card = await session.get(models.Card, card.id) or card
+        card = await session.get(models.Card, card_id)
+        assert card is not None
         card.title = "Two"
         await session.flush()
         card.title = "Three"
@@ -123,19 +142,12 @@ async def test_moving_a_card_also_announces_its_board_and_renaming_it_does_not(
     sessions: async_sessionmaker[AsyncSession], sink: ListSink, world: World
 ) -> None:
     # A card's position orders its board's card list (realtime_parent_attributes).
-    async with sessions() as session, session.begin():
-        card = card_for(world)
-        session.add(card)
-    sink.batches.clear()
-    async with sessions() as session, session.begin():
-        card = await session.get(models.Card, card.id) or card
-        card.position = 2.0
-    async with sessions() as session, session.begin():
-        card = await session.get(models.Card, card.id) or card
-        card.title = "Renamed"
+    card_id = await committed_card(sessions, sink, world)
+    await edit_card(sessions, card_id, position=2.0)
+    await edit_card(sessions, card_id, title="Renamed")
     assert sink.summary() == [
-        {("Card", card.id, ChangeOp.UPDATED), ("Board", world.board.id, ChangeOp.UPDATED)},
-        {("Card", card.id, ChangeOp.UPDATED)},
+        {("Card", card_id, ChangeOp.UPDATED), ("Board", world.board.id, ChangeOp.UPDATED)},
+        {("Card", card_id, ChangeOp.UPDATED)},
     ]
 
 
@@ -261,12 +273,9 @@ async def test_audiences_of_every_flush_count_including_the_last_one_before_comm
     """Bob sees the card's first edit (flushed while he was a member), so he hears of
     the change; the last flush (whose audience the change-log write reads on
     PostgreSQL) finds him gone and a new member there."""
+    card_id = await committed_card(sessions, sink, world)
     async with sessions() as session, session.begin():
-        card = card_for(world)
-        session.add(card)
-    sink.batches.clear()
-    async with sessions() as session, session.begin():
-        edited = await session.get(models.Card, card.id)
+        edited = await session.get(models.Card, card_id)
         assert edited is not None
         edited.title = "first"
         await session.flush()
@@ -284,7 +293,7 @@ async def test_audiences_of_every_flush_count_including_the_last_one_before_comm
         )
     (batch,) = sink.batches
     audiences = {(c.key.typename, c.key.id): c.audience for c in batch}
-    assert audiences[("Card", card.id)] == {world.ann.id, world.bob.id, world.dan.id}
+    assert audiences[("Card", card_id)] == {world.ann.id, world.bob.id, world.dan.id}
     assert all(c.change_id is not None for c in batch)
 
 
