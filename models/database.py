@@ -31,6 +31,9 @@ logger = logging.getLogger("commitcast.database")
 # Set while a read that can run again takes its connection (read_retrying_stale): the
 # checkout skips its ping.
 _RETRYABLE_READ: ContextVar[bool] = ContextVar("commitcast_retryable_read", default=False)
+# Set while a write transaction takes its connection (begin_on_checkout): the checkout's
+# liveness check is the transaction's own BEGIN.
+_BEGIN_AT_CHECKOUT: ContextVar[bool] = ContextVar("commitcast_begin_at_checkout", default=False)
 
 
 def is_sqlite(url: str) -> bool:
@@ -86,6 +89,20 @@ async def read_retrying_stale(read: Callable[[], Awaitable[T]]) -> T:
     return await read()
 
 
+async def begin_on_checkout(session: AsyncSession) -> None:
+    """Take `session`'s connection now, for a write transaction about to run: on
+    PostgreSQL, the checkout sends the transaction's BEGIN instead of the ping (see
+    _ping_on_checkout), and the driver does not send it again before the first
+    statement. A dropped connection fails its BEGIN as it would fail the ping, and the
+    pool hands out a fresh one: one round trip per write instead of two, and still no
+    error. (SQLite: the write transaction's BEGIN IMMEDIATE is sent now.)"""
+    token = _BEGIN_AT_CHECKOUT.set(True)
+    try:
+        await session.connection()
+    finally:
+        _BEGIN_AT_CHECKOUT.reset(token)
+
+
 def _ping_on_checkout(engine: AsyncEngine) -> None:
     """Check a pooled connection is alive before handing it out, so that a restarted
     PostgreSQL (or a connection it dropped) costs no request an error.
@@ -98,15 +115,23 @@ def _ping_on_checkout(engine: AsyncEngine) -> None:
     empty query's missing command tag.) A failure does what a failed pre_ping does: the
     pool discards its connections (a dead one usually means PostgreSQL restarted) and
     this checkout gets a fresh one. Reads that can run again skip it
-    (read_retrying_stale).
+    (read_retrying_stale), and a write transaction's BEGIN is its ping
+    (begin_on_checkout).
     """
 
     @event.listens_for(engine.sync_engine, "checkout")
     def ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         if _RETRYABLE_READ.get():
             return  # (a ContextVar: SQLAlchemy runs this in the awaiting task's context)
+        # SQLAlchemy's asyncpg adapter starts its transaction lazily, before the first
+        # statement, unless one was started (a private method, in SQLAlchemy 2.0 and
+        # 2.1; without it, the plain ping).
+        begin = getattr(dbapi_connection, "_start_transaction", None)
         try:
-            dbapi_connection.run_async(lambda driver: driver.execute("SELECT 1"))
+            if _BEGIN_AT_CHECKOUT.get() and begin is not None:
+                dbapi_connection.run_async(lambda _driver: begin())
+            else:
+                dbapi_connection.run_async(lambda driver: driver.execute("SELECT 1"))
         except Exception as exc:
             raise InvalidatePoolError(f"pooled connection failed its ping: {exc!r}") from exc
 

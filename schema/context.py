@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 from strawberry.types import Info as StrawberryInfo
 
-from models.database import read_retrying_stale
+from models.database import begin_on_checkout, read_retrying_stale
 from schema.errors import ConcurrentChange, rate_limited, unauthenticated
 from schema.loaders import Loaders, scalars
 from schema.shared_reads import ReadGroups, SharedReads
@@ -250,6 +250,7 @@ class Context:
         """
         try:
             async with self.write_sessions() as session, session.begin():
+                await begin_on_checkout(session)
                 yield session
         except StaleDataError:
             # A row changed under us between read and write (mutations that know the

@@ -1,7 +1,8 @@
 """Connections PostgreSQL dropped (a restart, an idle timeout, an administrator) cost no
 request and no delivery an error: the pool checks a connection before handing it out
 (one round trip), except to reads that can simply run again, which skip the check and
-run again on a checked connection when theirs turns out dead (read_retrying_stale)."""
+run again on a checked connection when theirs turns out dead (read_retrying_stale), and
+to write transactions, whose BEGIN is the check (begin_on_checkout)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.settings import Settings
-from models.database import create_engine, create_sessionmakers, read_retrying_stale
+from models.database import (
+    begin_on_checkout,
+    create_engine,
+    create_sessionmakers,
+    read_retrying_stale,
+)
 from models.migrate import upgrade
 from schema.shared_reads import SharedReads
 from subscriptions.log_reader import LogReader
@@ -244,3 +250,39 @@ async def test_requests_survive_dropped_connections(
             # dropped and runs again; the rest of the request gets checked ones.
             assert await api.data(query, token=ada.token) == expected
         assert RETRIED in caplog.text
+
+
+async def write_pid(engine: AsyncEngine) -> int:
+    """A write transaction as mutations run them (Context.write): its backend's pid."""
+    _, write_sessions = create_sessionmakers(engine)
+    async with write_sessions() as session, session.begin():
+        await begin_on_checkout(session)
+        return int(await session.scalar(text("SELECT pg_backend_pid()")) or 0)
+
+
+async def test_a_write_transaction_checks_its_connection_with_its_own_begin(
+    postgres_url: str,
+) -> None:
+    engine = create_engine(postgres_url)
+    wire = Wire(engine)
+    try:
+        first = await write_pid(engine)
+        assert await write_pid(engine) == first  # (the pooled connection, checked again)
+        # No ping, and one BEGIN per transaction: the driver did not send its own.
+        assert wire.statements == ["BEGIN;", "COMMIT;"] * 2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_write_transaction_whose_connection_was_dropped_gets_a_fresh_one(
+    own_database: tuple[str, Any],
+) -> None:
+    url, admin = own_database
+    engine = create_engine(url)
+    try:
+        before = await write_pid(engine)
+        await drop_connections(admin, make_url(url).database or "")
+        after = await write_pid(engine)
+        assert after != before
+    finally:
+        await engine.dispose()

@@ -88,3 +88,28 @@ async def test_board_with_200_cards_and_1000_comments(api: GraphQLClient) -> Non
     assert [c["title"] for c in cards_out[:3]] == ["Card 0", "Card 1", "Card 2"]
     assert len(data["board"]["members"]) == 5
     assert len(statements) <= MAX_STATEMENTS, "\n".join(statements)
+
+
+UPDATE_CARD = "mutation($i: UpdateCardInput!) { updateCard(input: $i) { version } }"
+CREATE_CARD = "mutation($i: CreateCardInput!) { createCard(input: $i) { id } }"
+ADD_COMMENT = "mutation($i: AddCommentInput!) { addComment(input: $i) { id } }"
+
+
+async def test_a_write_reads_its_record_and_the_viewers_role_in_one_statement(
+    api: GraphQLClient,
+) -> None:
+    owner = await api.account("Owner")
+    board_id = await api.board(owner)
+    card_id = await api.card(owner, board_id)
+    writes = [
+        (UPDATE_CARD, {"id": card_id, "title": "Renamed"}, "FROM cards"),
+        (CREATE_CARD, {"boardId": board_id, "title": "New", "position": 9.0}, "FROM boards"),
+        (ADD_COMMENT, {"cardId": card_id, "body": "Done?"}, "FROM cards"),
+    ]
+    for document, variables, record_read in writes:
+        with count_statements(api.runtime.engine) as statements:
+            await api.data(document, {"i": variables}, token=owner.token)
+        roles = [s for s in statements if "memberships.role" in s]
+        records = [s for s in statements if record_read in s]
+        assert roles == records, "\n".join(statements)
+        assert len(roles) == 1, "\n".join(statements)

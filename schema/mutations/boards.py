@@ -15,8 +15,8 @@ from schema.ids import decode_typed_id
 from schema.inputs import AddMemberInput, CreateBoardInput, UpdateBoardInput, given
 from schema.mutations.common import (
     check_version,
+    get_locked_for_member,
     get_or_not_found,
-    lock_parent,
     write_record,
 )
 from schema.permissions import ANY_MEMBER, MANAGE_BOARD, require_member, role_on_board
@@ -50,8 +50,9 @@ class BoardMutations:
             else None
         )
         async with write_record(ctx, models.Board, pk, "Board") as session:
-            await require_member(session, viewer_id, pk, MANAGE_BOARD, "Board", "rename a board")
-            board = await get_or_not_found(session, models.Board, pk, "Board", for_update=True)
+            board = await get_locked_for_member(
+                session, models.Board, pk, viewer_id, MANAGE_BOARD, "Board", "rename a board"
+            )
             check_version("Board", board, expected)
             if name is not None:
                 board.name = name
@@ -89,9 +90,15 @@ class BoardMutations:
         email = validation.email("email", input.email)
         try:
             async with ctx.write() as session:
-                await lock_parent(session, models.Board, board_pk)
-                await require_member(
-                    session, viewer_id, board_pk, MANAGE_BOARD, "Board", "add members"
+                await get_locked_for_member(
+                    session,
+                    models.Board,
+                    board_pk,
+                    viewer_id,
+                    MANAGE_BOARD,
+                    "Board",
+                    "add members",
+                    share=True,
                 )
                 user_id = await session.scalar(
                     select(models.User.id).where(func.lower(models.User.email) == email.lower())

@@ -15,8 +15,7 @@ from schema.ids import decode_typed_id
 from schema.inputs import CreateCardInput, UpdateCardInput, given
 from schema.mutations.common import (
     check_version,
-    get_or_not_found,
-    lock_parent,
+    get_locked_for_member,
     write_record,
 )
 from schema.permissions import EDIT_CARDS, require_member, role_on_board
@@ -56,8 +55,16 @@ class CardMutations:
             else None
         )
         async with ctx.write() as session:
-            await lock_parent(session, models.Board, board_pk)
-            await require_member(session, viewer_id, board_pk, EDIT_CARDS, "Board", "create cards")
+            await get_locked_for_member(
+                session,
+                models.Board,
+                board_pk,
+                viewer_id,
+                EDIT_CARDS,
+                "Board",
+                "create cards",
+                share=True,
+            )
             if assignee_pk is not None:
                 await _check_assignee(session, assignee_pk, board_pk)
             if position is None:
@@ -106,9 +113,8 @@ class CardMutations:
             else None
         )
         async with write_record(ctx, models.Card, pk, "Card") as session:
-            card = await get_or_not_found(session, models.Card, pk, "Card", for_update=True)
-            await require_member(
-                session, viewer_id, card.board_id, EDIT_CARDS, "Card", "edit cards"
+            card = await get_locked_for_member(
+                session, models.Card, pk, viewer_id, EDIT_CARDS, "Card", "edit cards"
             )
             check_version("Card", card, expected)
             if assignee_pk is not None:

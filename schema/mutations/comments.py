@@ -13,8 +13,8 @@ from schema.ids import decode_typed_id
 from schema.inputs import AddCommentInput, UpdateCommentInput, given
 from schema.mutations.common import (
     check_version,
+    get_locked_for_member,
     get_or_not_found,
-    lock_parent,
     write_record,
 )
 from schema.permissions import COMMENT, MANAGE_BOARD, require_member
@@ -41,10 +41,11 @@ class CommentMutations:
         card_pk = decode_typed_id(input.card_id, "Card", field="cardId")
         body = validation.required_text("body", input.body, validation.COMMENT_BODY_MAX)
         async with ctx.write() as session:
-            await lock_parent(session, models.Card, card_pk)
-            card = await get_or_not_found(session, models.Card, card_pk, "Card")
-            await require_member(session, viewer_id, card.board_id, COMMENT, "Card", "comment")
-            comment = models.Comment(card_id=card_pk, author_id=viewer_id, body=body)
+            # Kept (the session holds it weakly): the comment's audience reads its board.
+            card = await get_locked_for_member(
+                session, models.Card, card_pk, viewer_id, COMMENT, "Card", "comment", share=True
+            )
+            comment = models.Comment(card_id=card.id, author_id=viewer_id, body=body)
             session.add(comment)
         return Comment.from_model(comment)
 
