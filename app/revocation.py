@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.auth import TokenClaims
 from app.live_sockets import LiveSockets
 from models import token_revocations, utcnow
-from models.database import read_retrying_stale, single_statement_reads
+from models.database import fetch_value_on_driver, read_retrying_stale, single_statement_reads
 from subscriptions.broker import Broker
 
 logger = logging.getLogger("commitcast.revocation")
@@ -46,6 +46,12 @@ _REVOKED = (
     )
     .limit(1)
 )
+# The same, for asyncpg directly (models.database.fetch_value_on_driver): $1 token_id,
+# $2 user_id, $3 issued_at. tests/test_logout.py runs both on PostgreSQL.
+_REVOKED_ON_POSTGRESQL = (
+    "SELECT id FROM token_revocations"
+    " WHERE token_id = $1 OR (user_id = $2 AND issued_through >= $3) LIMIT 1"
+)
 
 
 class TokenRevocations:
@@ -53,8 +59,10 @@ class TokenRevocations:
         self, engine: AsyncEngine, broker: Broker, sockets: LiveSockets, token_ttl_seconds: int
     ) -> None:
         self._engine = engine.execution_options(logging_token="revocation")  # noqa: S106 - a log tag
-        # The per-request check is one statement: no transaction around it.
+        # The per-request check is one statement: no transaction around it, and on
+        # PostgreSQL straight on the driver (it runs for every authenticated request).
         self._check_engine = single_statement_reads(self._engine)
+        self._on_postgresql = engine.dialect.name == "postgresql"
         self._broker = broker
         self._sockets = sockets
         self._token_ttl = token_ttl_seconds
@@ -78,6 +86,15 @@ class TokenRevocations:
 
     async def is_revoked(self, claims: TokenClaims) -> bool:
         async def check() -> bool:
+            if self._on_postgresql:
+                found = await fetch_value_on_driver(
+                    self._engine,
+                    _REVOKED_ON_POSTGRESQL,
+                    claims.token_id,
+                    claims.user_id,
+                    claims.issued_at_ms,
+                )
+                return found is not None
             async with self._check_engine.connect() as connection:
                 found = await connection.scalar(
                     _REVOKED,

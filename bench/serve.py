@@ -6,8 +6,8 @@ and the server of app.server (the garbage collector tuned once started) as
 `python -m app` runs it, the textbook with uvicorn's stock websockets-sansio and server
 as a tutorial's would). Besides the app, `GET /__bench/stats`
 answers `{"statements": n, "pid": p}`: the number of SQL statements this process has
-sent (an SQLAlchemy event on every engine), which is how the benchmark measures
-statements per change.
+sent (an SQLAlchemy event on every engine, and asyncpg's query logger for what runs on
+the driver directly), which is how the benchmark measures statements per change.
 
 `--no-realtime` runs the target with real-time off, for the mutation-latency
 comparison: Commitcast without change capture (no change log, no relay), the baseline
@@ -26,6 +26,9 @@ import uvicorn
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import Pool
+
+from models.database import is_driver_statement
 
 STATS_PATH = "/__bench/stats"
 
@@ -39,6 +42,23 @@ class Statements:
             cls.count += 1
 
         event.listen(Engine, "before_cursor_execute", counted)
+
+        # What runs on asyncpg itself, not through SQLAlchemy's cursor (Commitcast's
+        # models.database.fetch_on_driver: the revocation check, the change-log reads),
+        # asyncpg's query logger sees. It also sees SQLAlchemy's transaction control and
+        # pings, and asyncpg's type lookups, which are not counted (is_driver_statement;
+        # they never were).
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            driver: Any = getattr(dbapi_connection, "driver_connection", None)
+            if hasattr(driver, "add_query_logger"):
+                driver.add_query_logger(cls._on_driver)
+
+        event.listen(Pool, "connect", on_connect)
+
+    @classmethod
+    def _on_driver(cls, record: Any) -> None:
+        if is_driver_statement(record.query):
+            cls.count += 1
 
 
 class WithStats:

@@ -17,7 +17,12 @@ import asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from models.database import read_retrying_stale, single_statement_reads
-from subscriptions.changelog import LoggedChange, LogRequest, changes_since_each
+from subscriptions.changelog import (
+    LoggedChange,
+    LogRequest,
+    changes_since_each,
+    changes_since_each_on_driver,
+)
 
 # Requests per statement: a burst of thousands runs as several statements (side by side,
 # each on its own connection) instead of one with an unbounded result and, on SQLite,
@@ -33,6 +38,8 @@ class LogReader:
 
     def __init__(self, engine: AsyncEngine, limit: int, max_requests: int = MAX_REQUESTS) -> None:
         self._engine = single_statement_reads(engine)
+        # PostgreSQL's reads run on the driver directly (changes_since_each_on_driver).
+        self._on_driver = engine if engine.dialect.name == "postgresql" else None
         self._limit = limit
         self._max_requests = max_requests
         # Requests that the next statement will serve; None when none is scheduled.
@@ -71,6 +78,8 @@ class LogReader:
         )
 
     async def _statement(self, waiters: Waiters) -> dict[LogRequest, list[LoggedChange]]:
+        if self._on_driver is not None:
+            return await changes_since_each_on_driver(self._on_driver, waiters.keys(), self._limit)
         # The connection is held for this one statement only.
         async with self._engine.connect() as connection:
             return await changes_since_each(connection, waiters.keys(), self._limit)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from argon2 import PasswordHasher
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 import models
 from app.runtime import Runtime
+from models.database import is_driver_statement
 from schema.ids import encode_id
 
 PASSWORD = "correct horse battery"
@@ -32,6 +36,36 @@ class Account:
     email: str
     name: str
     token: str
+
+
+@contextmanager
+def driver_statements(engine: AsyncEngine, record: Callable[[str], None]) -> Iterator[None]:
+    """Call `record(statement)` for each statement run on asyncpg directly
+    (models.database.fetch_on_driver: the revocation check, change-log reads) on the
+    connections `engine` hands out meanwhile: SQLAlchemy's cursor events do not see
+    them. asyncpg calls its loggers with loop.call_soon: a statement is recorded in the
+    event-loop tick after it ran, before whoever awaited its result resumes. Nothing on
+    SQLite (no such reads there)."""
+    drivers: list[Any] = []
+
+    def logger(query: Any) -> None:
+        if is_driver_statement(query.query):
+            record(query.query.strip())
+
+    def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if hasattr(driver, "add_query_logger"):
+            driver.add_query_logger(logger)
+            drivers.append(driver)
+
+    pool = engine.sync_engine.pool
+    event.listen(pool, "checkout", on_checkout)
+    try:
+        yield
+    finally:
+        event.remove(pool, "checkout", on_checkout)
+        for driver in drivers:
+            driver.remove_query_logger(logger)
 
 
 class GraphQLError(AssertionError):

@@ -4,7 +4,8 @@ users' logs in one statement, and each gets what changes_since would have given 
 
 End to end, on both deployments: thirty members, each with a live subscription on
 their own socket; the SELECTs on change_audience that the server runs for one change,
-until every member received it, are counted (an SQLAlchemy event on its engine; the
+until every member received it, are counted (an SQLAlchemy event on its engine, and
+asyncpg's query logger for the reads PostgreSQL's runs on the driver directly; the
 relay's statements are left out). Then the reader itself, against each database.
 """
 
@@ -25,7 +26,7 @@ from subscriptions.changelog import changes_since
 from subscriptions.hub import READ_BATCH, LocalHubs
 from subscriptions.log_reader import LogReader
 from tests.realtime_support import Realtime
-from tests.support import subscriptions_live
+from tests.support import driver_statements, subscriptions_live
 from tests.ws_client import UPDATES, GraphQLSocket, graphql_socket
 
 MEMBERS = 30
@@ -41,16 +42,21 @@ class LogReads:
     def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if conn.get_execution_options().get("logging_token") == "relay":
             return
+        self.on_driver(statement)
+
+    def on_driver(self, statement: str) -> None:
         if statement.lstrip().upper().startswith("SELECT") and "change_audience" in statement:
             self.count += 1
 
 
 @contextmanager
 def counting_log_reads(engine: AsyncEngine) -> Iterator[LogReads]:
+    """Through SQLAlchemy's cursor (SQLite) or on asyncpg directly (PostgreSQL)."""
     counter = LogReads()
     event.listen(engine.sync_engine, "before_cursor_execute", counter)
     try:
-        yield counter
+        with driver_statements(engine, counter.on_driver):
+            yield counter
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", counter)
 

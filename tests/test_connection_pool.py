@@ -25,6 +25,7 @@ from models.database import (
     begin_on_checkout,
     create_engine,
     create_sessionmakers,
+    fetch_value_on_driver,
     read_retrying_stale,
 )
 from models.migrate import upgrade
@@ -284,5 +285,61 @@ async def test_a_write_transaction_whose_connection_was_dropped_gets_a_fresh_one
         await drop_connections(admin, make_url(url).database or "")
         after = await write_pid(engine)
         assert after != before
+    finally:
+        await engine.dispose()
+
+
+async def backends(admin: Any, database: str) -> int:
+    return int(
+        await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database)
+    )
+
+
+async def test_reads_on_the_driver_give_back_their_connections_beyond_the_pool_size(
+    own_database: tuple[str, Any],
+) -> None:
+    url, admin = own_database
+    name = make_url(url).database or ""
+    engine = create_engine(url)
+    pool: Any = engine.sync_engine.pool
+    try:
+        # More at once than the pool keeps: the extra connections are closed on return.
+        reads = [
+            fetch_value_on_driver(engine, "SELECT $1::int FROM pg_sleep(0.05)", n)
+            for n in range(12)
+        ]
+        assert await asyncio.gather(*reads) == list(range(12))
+        assert pool.checkedout() == 0
+
+        async def only_the_kept_ones_remain() -> bool:
+            return await backends(admin, name) == pool.checkedin()
+
+        await eventually(only_the_kept_ones_remain, "the extra connections to close")
+    finally:
+        await engine.dispose()
+
+
+async def test_a_read_on_the_driver_cancelled_mid_statement_does_not_pass_its_connection_on(
+    own_database: tuple[str, Any],
+) -> None:
+    url, _admin = own_database
+    engine = create_engine(url)
+    pid = "SELECT pg_backend_pid()"
+    try:
+        first = await fetch_value_on_driver(engine, pid)
+        slow = asyncio.create_task(fetch_value_on_driver(engine, "SELECT 1 FROM pg_sleep(10)"))
+
+        async def running() -> bool:
+            pool: Any = engine.sync_engine.pool
+            return bool(pool.checkedout() == 1)
+
+        await eventually(running, "the slow read to take its connection")
+        await asyncio.sleep(0.05)  # (its statement sent)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        # The pooled connection it held is gone; the next read gets a fresh one at once.
+        async with asyncio.timeout(5):
+            assert await fetch_value_on_driver(engine, pid) != first
     finally:
         await engine.dispose()

@@ -4,10 +4,11 @@ wake-up and one reload of each record, as that viewer (subscriptions.hub,
 schema.shared_reads).
 
 Every SQL statement the server process runs is counted (an SQLAlchemy event on its
-engine) while a card is updated and until every subscription has delivered the update:
-with one subscription, and with twenty subscriptions on twenty sockets of the same
-user. The relay's own statements (publishing, sweeping) are left out: they are per
-change by construction. The counts must be equal.
+engine, and asyncpg's query logger for what runs on the driver directly) while a card
+is updated and until every subscription has delivered the update: with one
+subscription, and with twenty subscriptions on twenty sockets of the same user. The
+relay's own statements (publishing, sweeping) are left out: they are per change by
+construction. The counts must be equal.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from sqlalchemy import event
 
 from tests.realtime_support import Realtime
-from tests.support import Account
+from tests.support import Account, driver_statements
 from tests.ws_client import UPDATES, GraphQLSocket, graphql_socket
 
 CHANGES = 3
@@ -35,19 +36,25 @@ class StatementCounter:
     def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if conn.get_execution_options().get("logging_token") == "relay":
             return
+        self.on_driver(statement)
+
+    def on_driver(self, statement: str) -> None:
         self.count += 1
         self.statements.append(statement.split("\n")[0][:80])
 
 
 @contextmanager
 def counting(realtime: Realtime) -> Iterator[StatementCounter]:
-    engine = realtime.server.runtime.engine.sync_engine
+    """Through SQLAlchemy's cursor, and on asyncpg directly (the revocation check and
+    the change-log reads, on PostgreSQL)."""
+    engine = realtime.server.runtime.engine
     counter = StatementCounter()
-    event.listen(engine, "before_cursor_execute", counter)
+    event.listen(engine.sync_engine, "before_cursor_execute", counter)
     try:
-        yield counter
+        with driver_statements(engine, counter.on_driver):
+            yield counter
     finally:
-        event.remove(engine, "before_cursor_execute", counter)
+        event.remove(engine.sync_engine, "before_cursor_execute", counter)
 
 
 async def rename(realtime: Realtime, ann: Account, card: str, title: str) -> None:
