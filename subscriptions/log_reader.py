@@ -39,7 +39,7 @@ class LogReader:
     def __init__(self, engine: AsyncEngine, limit: int, max_requests: int = MAX_REQUESTS) -> None:
         self._engine = single_statement_reads(engine)
         # PostgreSQL's reads run on the driver directly (changes_since_each_on_driver).
-        self._on_driver = engine if engine.dialect.name == "postgresql" else None
+        self._driver_engine = engine if engine.dialect.name == "postgresql" else None
         self._limit = limit
         self._max_requests = max_requests
         # Requests that the next statement will serve; None when none is scheduled.
@@ -78,8 +78,10 @@ class LogReader:
         )
 
     async def _statement(self, waiters: Waiters) -> dict[LogRequest, list[LoggedChange]]:
-        if self._on_driver is not None:
-            return await changes_since_each_on_driver(self._on_driver, waiters.keys(), self._limit)
+        if self._driver_engine is not None:
+            return await changes_since_each_on_driver(
+                self._driver_engine, waiters.keys(), self._limit
+            )
         # The connection is held for this one statement only.
         async with self._engine.connect() as connection:
             return await changes_since_each(connection, waiters.keys(), self._limit)

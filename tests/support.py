@@ -46,7 +46,7 @@ def driver_statements(engine: AsyncEngine, record: Callable[[str], None]) -> Ite
     them. asyncpg calls its loggers with loop.call_soon: a statement is recorded in the
     event-loop tick after it ran, before whoever awaited its result resumes. Nothing on
     SQLite (no such reads there)."""
-    drivers: list[Any] = []
+    drivers: set[Any] = set()  # (each connection once, however often checked out)
 
     def logger(query: Any) -> None:
         if is_driver_statement(query.query):
@@ -56,7 +56,7 @@ def driver_statements(engine: AsyncEngine, record: Callable[[str], None]) -> Ite
         driver = getattr(dbapi_connection, "driver_connection", None)
         if hasattr(driver, "add_query_logger"):
             driver.add_query_logger(logger)
-            drivers.append(driver)
+            drivers.add(driver)
 
     pool = engine.sync_engine.pool
     event.listen(pool, "checkout", on_checkout)
