@@ -73,7 +73,11 @@ async def open_runtime(
     if is_sqlite(settings.database_url):
         _ensure_sqlite_directory(settings.database_url)
     async with AsyncExitStack() as stack:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
         stack.push_async_callback(engine.dispose)
         await upgrade(engine)
         # Channels (and rate limit counters) are namespaced by the deployment (one id

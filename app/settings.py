@@ -10,6 +10,7 @@ from typing import Literal
 from strawberry.http.websocket_origin import normalize_allowed_origins
 
 from app.rate_limit import Rate, RateLimitError
+from models.database import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE
 from schema.limits import DEFAULT_MAX_ALIASES, DEFAULT_MAX_DEPTH, DEFAULT_MAX_TOKENS, QueryLimits
 from subscriptions.broker import BrokerURLError, check_broker_url
 
@@ -39,6 +40,9 @@ class SettingsError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
+    # PostgreSQL connections kept open per process, and how many more a burst may open.
+    database_pool_size: int = DEFAULT_POOL_SIZE
+    database_max_overflow: int = DEFAULT_MAX_OVERFLOW
     broker_url: str = DEFAULT_BROKER_URL
     secret_key: str = field(default=DEVELOPMENT_SECRET_KEY, repr=False)
     allowed_origins: tuple[str, ...] = ()
@@ -91,6 +95,10 @@ class Settings:
                 f"DATABASE_URL {self.database_url!r}: use sqlite+aiosqlite:///path.db "
                 "or postgresql+asyncpg://user@host/db"
             )
+        if self.database_pool_size <= 0:
+            raise SettingsError("DATABASE_POOL_SIZE must be a positive whole number")
+        if self.database_max_overflow < 0:
+            raise SettingsError("DATABASE_MAX_OVERFLOW must be a whole number, 0 or more")
         try:
             normalize_allowed_origins(self.allowed_origins)
         except ValueError as exc:
@@ -141,6 +149,8 @@ class Settings:
             raise SettingsError(f"LOG_FORMAT {log_format!r}: use 'text' or 'json'")
         return cls(
             database_url=env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
+            database_pool_size=_number("DATABASE_POOL_SIZE", env, DEFAULT_POOL_SIZE),
+            database_max_overflow=_number("DATABASE_MAX_OVERFLOW", env, DEFAULT_MAX_OVERFLOW),
             broker_url=env.get("BROKER_URL", "").strip() or DEFAULT_BROKER_URL,
             secret_key=env.get("SECRET_KEY", "") or DEVELOPMENT_SECRET_KEY,
             allowed_origins=_parse_origins(env.get("ALLOWED_ORIGINS", "")),
@@ -263,6 +273,16 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "DATABASE_URL",
         DEFAULT_DATABASE_URL,
         "SQLAlchemy async URL: sqlite+aiosqlite:///file.db or postgresql+asyncpg://user@host/db",
+    ),
+    (
+        "DATABASE_POOL_SIZE",
+        str(DEFAULT_POOL_SIZE),
+        "PostgreSQL connections each process keeps open for reuse",
+    ),
+    (
+        "DATABASE_MAX_OVERFLOW",
+        str(DEFAULT_MAX_OVERFLOW),
+        "PostgreSQL connections a process may open beyond DATABASE_POOL_SIZE under load",
     ),
     (
         "BROKER_URL",

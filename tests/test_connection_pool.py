@@ -18,8 +18,9 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.runtime import open_runtime
 from app.settings import Settings
 from models.database import (
     begin_on_checkout,
@@ -300,7 +301,7 @@ async def test_reads_on_the_driver_give_back_their_connections_beyond_the_pool_s
 ) -> None:
     url, admin = own_database
     name = make_url(url).database or ""
-    engine = create_engine(url)
+    engine = create_engine(url, pool_size=3, max_overflow=10)
     pool: Any = engine.sync_engine.pool
     try:
         # More at once than the pool keeps: the extra connections are closed on return.
@@ -310,6 +311,7 @@ async def test_reads_on_the_driver_give_back_their_connections_beyond_the_pool_s
         ]
         assert await asyncio.gather(*reads) == list(range(12))
         assert pool.checkedout() == 0
+        assert pool.checkedin() == 3
 
         async def only_the_kept_ones_remain() -> bool:
             return await backends(admin, name) == pool.checkedin()
@@ -343,3 +345,45 @@ async def test_a_read_on_the_driver_cancelled_mid_statement_does_not_pass_its_co
             assert await fetch_value_on_driver(engine, pid) != first
     finally:
         await engine.dispose()
+
+
+async def test_the_pool_keeps_its_size_and_opens_its_overflow_only_for_a_burst(
+    own_database: tuple[str, Any],
+) -> None:
+    url, admin = own_database
+    name = make_url(url).database or ""
+    settings = Settings(database_url=url, database_pool_size=2, database_max_overflow=1)
+    engine = create_engine(
+        url, pool_size=settings.database_pool_size, max_overflow=settings.database_max_overflow
+    )
+    try:
+        held = [await engine.connect() for _ in range(3)]  # the pool's 2 and its 1 more
+        for connection in held:
+            assert await connection.scalar(text("SELECT 1")) == 1
+        assert await backends(admin, name) == 3
+
+        # A fourth waits for one of them rather than opening a connection of its own.
+        async def connect() -> AsyncConnection:
+            return await engine.connect()
+
+        fourth = asyncio.create_task(connect())
+        done, _ = await asyncio.wait({fourth}, timeout=0.5)
+        assert not done
+        await held.pop().close()
+        held.append(await asyncio.wait_for(fourth, 10))
+        for connection in held:
+            await connection.close()
+
+        async def the_pool_size_remains() -> bool:
+            return await backends(admin, name) == 2
+
+        await eventually(the_pool_size_remains, "the burst's connection to close")
+    finally:
+        await engine.dispose()
+
+
+async def test_the_app_sizes_its_pool_from_the_settings(postgres_url: str) -> None:
+    settings = Settings(database_url=postgres_url, database_pool_size=7, database_max_overflow=3)
+    async with open_runtime(settings) as runtime:
+        pool: Any = runtime.engine.sync_engine.pool
+        assert (pool.size(), pool._max_overflow) == (7, 3)

@@ -17,6 +17,7 @@ from app.settings import (
     Settings,
     SettingsError,
 )
+from models.database import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE
 from schema.limits import QueryLimits
 
 STRONG_SECRET = "k" * MIN_SECRET_KEY_LENGTH
@@ -59,6 +60,8 @@ def test_documented_defaults_match_the_real_ones() -> None:
     assert documented["BROKER_URL"] == DEFAULT_BROKER_URL
     assert documented["TOKEN_TTL"] == str(DEFAULT_TOKEN_TTL_SECONDS)
     assert documented["COMMITCAST_ENV"] == "development"
+    assert documented["DATABASE_POOL_SIZE"] == str(DEFAULT_POOL_SIZE) == "15"
+    assert documented["DATABASE_MAX_OVERFLOW"] == str(DEFAULT_MAX_OVERFLOW) == "10"
 
 
 def test_every_variable_read_is_documented() -> None:
@@ -196,8 +199,11 @@ def test_limits_and_switches_are_parsed() -> None:
             "SIGN_IN_ADDRESS_RATE_LIMIT": " 7/3600 ",
             "GRAPHIQL": "false",
             "INTROSPECTION": "True",
+            "DATABASE_POOL_SIZE": " 30 ",
+            "DATABASE_MAX_OVERFLOW": "0",
         }
     )
+    assert (settings.database_pool_size, settings.database_max_overflow) == (30, 0)
     assert settings.query_limits == QueryLimits(max_depth=8, max_aliases=4, max_tokens=900)
     assert settings.mutation_rate == Rate(20, 10)
     assert settings.login_rate is None
@@ -224,6 +230,9 @@ def test_graphiql_and_introspection_follow_the_environment_unless_set() -> None:
         ("LOGIN_RATE_LIMIT", "0/60"),
         ("SIGN_IN_ADDRESS_RATE_LIMIT", "5/minute"),
         ("GRAPHIQL", "maybe"),
+        ("DATABASE_POOL_SIZE", "0"),
+        ("DATABASE_POOL_SIZE", "many"),
+        ("DATABASE_MAX_OVERFLOW", "-1"),
     ],
 )
 def test_bad_limits_and_switches_name_the_variable(variable: str, value: str) -> None:
