@@ -134,6 +134,37 @@ async def fetch_on_driver(engine: AsyncEngine, statement: str, *args: Any) -> li
     return rows
 
 
+def fetch_in_transaction(connection: Connection, statement: str, *args: Any) -> list[Any] | None:
+    """PostgreSQL: run `statement` (asyncpg's `$1, $2, ...` placeholders) straight on
+    the asyncpg driver of `connection`, inside the transaction it has open, from
+    synchronous SQLAlchemy code (an ORM event) as SQLAlchemy's own statements run; its
+    rows (asyncpg Records). None, having run nothing, when the driver has no
+    transaction open (or is not asyncpg): the caller runs the statement through
+    SQLAlchemy instead.
+
+    For a statement in every write's path (the change-log write): SQLAlchemy's
+    execution around it costs more CPU than the round trip (fetch_value_on_driver).
+    Errors come as DBAPIError; a connection PostgreSQL dropped, or a statement
+    interrupted (cancelled), invalidates the connection, as SQLAlchemy does."""
+    dbapi_connection: Any = connection.connection.dbapi_connection
+    driver: Any = getattr(dbapi_connection, "driver_connection", None)
+    if not hasattr(driver, "is_in_transaction") or not driver.is_in_transaction():
+        return None
+    try:
+        rows: list[Any] = dbapi_connection.run_async(
+            lambda asyncpg_connection: asyncpg_connection.fetch(statement, *args)
+        )
+    except Exception as exc:
+        dropped = bool(driver.is_closed())
+        if dropped:
+            connection.invalidate(exc)
+        raise DBAPIError(statement, args, exc, connection_invalidated=dropped) from exc
+    except BaseException as exc:
+        connection.invalidate(exc)  # it may still be busy with the statement
+        raise
+    return rows
+
+
 def is_driver_statement(query: str) -> bool:
     """Whether a query asyncpg's query logger saw is a statement someone ran on the driver
     directly (fetch_on_driver and its like): not the transaction control and pings

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Session
 
 from models import change_audience, change_log, utcnow
-from models.database import fetch_on_driver
+from models.database import fetch_in_transaction, fetch_on_driver
 from models.deployment import deployment
 from models.realtime import BoardAudience, RecordKey
 from subscriptions.changes import Change, ChangeOp
@@ -151,6 +151,14 @@ ORDER BY numbered.ord
 )
 
 
+@cache
+def _write_postgresql_on_driver(dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+    """_WRITE_POSTGRESQL as asyncpg runs it: its text and its parameters' names in
+    placeholder order."""
+    compiled = _WRITE_POSTGRESQL.compile(dialect=dialect)
+    return compiled.string, tuple(compiled.positiontup or ())
+
+
 def _write_postgresql(connection: Connection, changes: Sequence[Change], now: datetime) -> None:
     given: list[tuple[int, int]] = []
     boards: list[tuple[int, int]] = []
@@ -162,24 +170,27 @@ def _write_postgresql(connection: Connection, changes: Sequence[Change], now: da
                 boards.append((ord_, audience.board_id))
             else:
                 users.append((ord_, audience.user_id))
-    rows = connection.execute(
-        _WRITE_POSTGRESQL,
-        {
-            "lock_key": _COMMIT_ORDER_LOCK,
-            "typenames": [change.key.typename for change in changes],
-            "record_ids": [change.key.id for change in changes],
-            "ops": [change.op.value for change in changes],
-            "versions": [change.version for change in changes],
-            "committed_at": now,
-            "audience_ords": [o for o, _ in given],
-            "audience_users": [u for _, u in given],
-            "board_ords": [o for o, _ in boards],
-            "board_ids": [b for _, b in boards],
-            "user_ords": [o for o, _ in users],
-            "user_ids": [u for _, u in users],
-        },
+    parameters = {
+        "lock_key": _COMMIT_ORDER_LOCK,
+        "typenames": [change.key.typename for change in changes],
+        "record_ids": [change.key.id for change in changes],
+        "ops": [change.op.value for change in changes],
+        "versions": [change.version for change in changes],
+        "committed_at": now,
+        "audience_ords": [o for o, _ in given],
+        "audience_users": [u for _, u in given],
+        "board_ords": [o for o, _ in boards],
+        "board_ids": [b for _, b in boards],
+        "user_ords": [o for o, _ in users],
+        "user_ids": [u for _, u in users],
+    }
+    statement, names = _write_postgresql_on_driver(connection.dialect)
+    rows: Iterable[Any] | None = fetch_in_transaction(
+        connection, statement, *(parameters[name] for name in names)
     )
-    written = {row.ord: (row.id, set(row.users)) for row in rows}
+    if rows is None:  # (no transaction open on the driver: SQLAlchemy begins one)
+        rows = connection.execute(_WRITE_POSTGRESQL, parameters)
+    written = {ord_: (change_id, set(seen_by)) for ord_, change_id, seen_by in rows}
     for ord_, change in enumerate(changes, start=1):
         change.change_id, change.audience = written.get(ord_, (None, set()))
         change.pending = set()

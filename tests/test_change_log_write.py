@@ -19,6 +19,7 @@ from models import change_audience, change_log
 from models.realtime import BoardAudience, RecordKey, UserAudience
 from subscriptions.changelog import record_changes, trim
 from subscriptions.changes import Change, ChangeOp
+from tests.support import driver_statements
 
 
 def some_changes(first_record: int, count: int) -> list[Change]:
@@ -41,13 +42,24 @@ async def write(session: AsyncSession, changes: Sequence[Change]) -> list[int]:
     return [i for i in ids if i is not None]
 
 
+# On PostgreSQL the write runs on asyncpg directly inside the transaction the driver has
+# open (what capture sees: its flush has run statements), and through SQLAlchemy, which
+# begins one, when nothing has run yet. Both must write the same.
+@pytest.mark.parametrize("started", [True, False], ids=["transaction-started", "nothing-run-yet"])
 async def test_ids_follow_the_order_of_the_changes_with_their_audience(
-    engine: AsyncEngine,
+    engine: AsyncEngine, started: bool
 ) -> None:
     changes = some_changes(100, 5)
-    async with AsyncSession(engine) as session, session.begin():
-        ids = await write(session, changes)
+    on_driver: list[str] = []
+    with driver_statements(engine, on_driver.append):
+        async with AsyncSession(engine) as session, session.begin():
+            if started:
+                await session.execute(text("SELECT 1"))
+            ids = await write(session, changes)
     assert ids == sorted(set(ids))
+    on_the_driver = started and engine.dialect.name == "postgresql"
+    assert len(on_driver) == (1 if on_the_driver else 0)
+    assert all("INSERT INTO change_log" in statement for statement in on_driver)
     async with engine.connect() as connection:
         logged = {
             row.id: row

@@ -26,6 +26,7 @@ from models.database import (
     begin_on_checkout,
     create_engine,
     create_sessionmakers,
+    fetch_in_transaction,
     fetch_value_on_driver,
     read_retrying_stale,
 )
@@ -387,3 +388,77 @@ async def test_the_app_sizes_its_pool_from_the_settings(postgres_url: str) -> No
     async with open_runtime(settings) as runtime:
         pool: Any = runtime.engine.sync_engine.pool
         assert (pool.size(), pool._max_overflow) == (7, 3)
+
+
+async def in_transaction(connection: AsyncConnection, statement: str, *args: Any) -> Any:
+    """fetch_in_transaction on `connection`, after a first statement has begun its
+    transaction (as a flush has by the time the change log is written)."""
+    await connection.execute(text("SELECT 1"))
+    return await connection.run_sync(lambda sync: fetch_in_transaction(sync, statement, *args))
+
+
+async def test_a_statement_in_a_transaction_on_the_driver_fails_as_sqlalchemys_would(
+    postgres_url: str,
+) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        async with engine.connect() as connection:
+            rows = await in_transaction(connection, "SELECT $1::int + 1", 41)
+            assert [tuple(row) for row in rows] == [(42,)]
+            await connection.rollback()
+            with pytest.raises(DBAPIError, match="division by zero") as failed:
+                await in_transaction(connection, "SELECT 1 / $1::int", 0)
+            assert not failed.value.connection_invalidated
+            await connection.rollback()
+            # The connection goes on, as after any failed statement and its rollback.
+            assert await connection.scalar(text("SELECT 7")) == 7
+    finally:
+        await engine.dispose()
+
+
+async def test_a_statement_in_a_transaction_on_a_dropped_connection_invalidates_it(
+    own_database: tuple[str, Any],
+) -> None:
+    url, admin = own_database
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+            pid = await connection.scalar(text("SELECT pg_backend_pid()"))
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+            with pytest.raises(DBAPIError) as failed:
+                await in_transaction(connection, "SELECT 1")
+            assert failed.value.connection_invalidated
+            assert connection.invalidated
+        assert await backend_pid(engine) != pid
+    finally:
+        await engine.dispose()
+
+
+async def test_a_statement_in_a_transaction_cancelled_on_the_driver_does_not_pass_its_connection_on(
+    own_database: tuple[str, Any],
+) -> None:
+    url, _admin = own_database
+    engine = create_engine(url)
+    try:
+        first = await backend_pid(engine)
+
+        async def slow() -> None:
+            async with engine.connect() as connection:
+                await in_transaction(connection, "SELECT 1 FROM pg_sleep(10)")
+
+        task = asyncio.create_task(slow())
+
+        async def running() -> bool:
+            pool: Any = engine.sync_engine.pool
+            return bool(pool.checkedout() == 1)
+
+        await eventually(running, "the slow statement to take its connection")
+        await asyncio.sleep(0.05)  # (its statement sent)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(5):
+            assert await backend_pid(engine) != first
+    finally:
+        await engine.dispose()
