@@ -70,6 +70,12 @@ async def measure(
         specs = bench.specs(pairs, sizes.pairs_per_user)
         await bench.open_live("pairs", specs, pairs)
         results["latency_many_subs"] = await bench.latency("pairs", specs, pairs, sizes.rate_high)
+        # The same once more: the first window starts as the 1,000 sockets have just
+        # gone live (their objects new to the garbage collector, the pool still
+        # growing), the second on a process that has carried the load for a while.
+        results["latency_many_subs_second_window"] = await bench.latency(
+            "pairs", specs, pairs, sizes.rate_high
+        )
         runs = [
             await bench.saturation("pairs", "team", rate) for rate in sizes.saturation_rates_team
         ]
@@ -136,6 +142,15 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("latency p99, many subs @ high rate", "latency_many_subs", "p99_ms", "ms"),
     ("latency p99.9, many subs @ high rate", "latency_many_subs", "p999_ms", "ms"),
     ("  missing final states", "latency_many_subs", "missing_final_states", ""),
+    ("  the same, next window: p50", "latency_many_subs_second_window", "p50_ms", "ms"),
+    ("  the same, next window: p99", "latency_many_subs_second_window", "p99_ms", "ms"),
+    ("  the same, next window: p99.9", "latency_many_subs_second_window", "p999_ms", "ms"),
+    (
+        "  the same, next window: missing",
+        "latency_many_subs_second_window",
+        "missing_final_states",
+        "",
+    ),
     ("delivered/s, 100 subs of 1 user", "saturation_100_subs_one_user", "updates_per_s", "/s"),
     ("  failed mutations", "saturation_100_subs_one_user", "failed_mutations", ""),
     (
@@ -209,6 +224,7 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
     paced_off = value(ours, "mutation_latency_paced_off", "p50_ms")
     p99_low = value(ours, "latency_100_subs_one_user", "p99_ms")
     p99_high = value(ours, "latency_many_subs", "p99_ms")
+    p99_next = value(ours, "latency_many_subs_second_window", "p99_ms")
     return {
         "delivered_10x_baseline": bool(sat_base) and sat >= 10 * sat_base,
         "delivered_at_least_5000_per_s": sat >= 5000,
@@ -218,6 +234,10 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
         "p99_le_50ms_many_subs_high_rate": p99_high is not None
         and p99_high <= 50
         and value(ours, "latency_many_subs", "missing_final_states") == 0,
+        # For information: the same in the window after (the target is judged on both).
+        "p99_le_50ms_many_subs_high_rate_next_window": p99_next is not None
+        and p99_next <= 50
+        and value(ours, "latency_many_subs_second_window", "missing_final_states") == 0,
         "memory_le_20_kib": (value(ours, "memory", "kib_per_connection") or 1e9) <= 20,
         # Within one statement: the relay marks what it published at most every 0.25 s, so a
         # share of one statement per change comes and goes with timing.
