@@ -234,7 +234,7 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
         "p99_le_50ms_many_subs_high_rate": p99_high is not None
         and p99_high <= 50
         and value(ours, "latency_many_subs", "missing_final_states") == 0,
-        # For information: the same in the window after (the target is judged on both).
+        # The same in the window after: the target holds only where both windows meet it.
         "p99_le_50ms_many_subs_high_rate_next_window": p99_next is not None
         and p99_next <= 50
         and value(ours, "latency_many_subs_second_window", "missing_final_states") == 0,

@@ -32,8 +32,8 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30
 # delivery's snapshot, the change-log reads and the relay each hold one for a few
 # round trips. With SQLAlchemy's 5, bursts beyond it were served by new connections
 # that were closed right after (each: a connection start-up, then every statement
-# prepared again), and at 170 to 200 changes/s with 1,000 subscriptions the process
-# spent its time opening connections and mutations queued for them (README, Performance).
+# prepared again): at 170 to 200 changes/s with 1,000 subscriptions, about six a
+# second, and mutations queued for connections (README, Performance).
 DEFAULT_POOL_SIZE = 15
 DEFAULT_MAX_OVERFLOW = 10
 

@@ -353,10 +353,7 @@ async def test_the_pool_keeps_its_size_and_opens_its_overflow_only_for_a_burst(
 ) -> None:
     url, admin = own_database
     name = make_url(url).database or ""
-    settings = Settings(database_url=url, database_pool_size=2, database_max_overflow=1)
-    engine = create_engine(
-        url, pool_size=settings.database_pool_size, max_overflow=settings.database_max_overflow
-    )
+    engine = create_engine(url, pool_size=2, max_overflow=1)
     try:
         held = [await engine.connect() for _ in range(3)]  # the pool's 2 and its 1 more
         for connection in held:
@@ -427,7 +424,8 @@ async def test_a_statement_in_a_transaction_on_a_dropped_connection_invalidates_
             pid = await connection.scalar(text("SELECT pg_backend_pid()"))
             await admin.execute("SELECT pg_terminate_backend($1)", pid)
             with pytest.raises(DBAPIError) as failed:
-                await in_transaction(connection, "SELECT 1")
+                # (Its transaction is open: straight to the driver.)
+                await connection.run_sync(lambda sync: fetch_in_transaction(sync, "SELECT 1"))
             assert failed.value.connection_invalidated
             assert connection.invalidated
         assert await backend_pid(engine) != pid
