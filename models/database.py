@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -150,18 +151,10 @@ def fetch_in_transaction(connection: Connection, statement: str, *args: Any) -> 
     driver: Any = getattr(dbapi_connection, "driver_connection", None)
     if not hasattr(driver, "is_in_transaction") or not driver.is_in_transaction():
         return None
-    try:
+    with _errors_as_sqlalchemys(statement, args, driver, connection.invalidate):
         rows: list[Any] = dbapi_connection.run_async(
             lambda asyncpg_connection: asyncpg_connection.fetch(statement, *args)
         )
-    except Exception as exc:
-        dropped = bool(driver.is_closed())
-        if dropped:
-            connection.invalidate(exc)
-        raise DBAPIError(statement, args, exc, connection_invalidated=dropped) from exc
-    except BaseException as exc:
-        connection.invalidate(exc)  # it may still be busy with the statement
-        raise
     return rows
 
 
@@ -188,23 +181,33 @@ _ASYNCPG_TYPE_LOOKUPS = {
 }
 
 
+@contextmanager
+def _errors_as_sqlalchemys(
+    statement: str, args: Any, driver: Any, invalidate: Callable[[BaseException], None]
+) -> Iterator[None]:
+    """Errors of a statement run on the asyncpg `driver` as SQLAlchemy's would come: as
+    DBAPIError, and a connection PostgreSQL dropped (what SQLAlchemy's asyncpg dialect
+    asks too: is_disconnect) invalidated and said so. A statement interrupted (cancelled,
+    a shutdown) also invalidates its connection: it may still be busy with it, so it is
+    closed rather than handed to the next caller."""
+    try:
+        yield
+    except Exception as exc:
+        dropped = bool(driver.is_closed())
+        if dropped:
+            invalidate(exc)
+        raise DBAPIError(statement, args, exc, connection_invalidated=dropped) from exc
+    except BaseException as exc:
+        invalidate(exc)
+        raise
+
+
 async def _on_driver(engine: AsyncEngine, method: str, statement: str, args: Any) -> Any:
     raw = await engine.raw_connection()
     try:
         driver: Any = raw.driver_connection
-        try:
+        with _errors_as_sqlalchemys(statement, args, driver, raw.invalidate):
             return await getattr(driver, method)(statement, *args)
-        except Exception as exc:
-            # What SQLAlchemy's asyncpg dialect asks too (is_disconnect).
-            dropped = bool(driver.is_closed())
-            if dropped:
-                raw.invalidate(exc)
-            raise DBAPIError(statement, args, exc, connection_invalidated=dropped) from exc
-        except BaseException as exc:
-            # Cancelled mid-statement (a shutdown): the connection may still be busy
-            # with it, so it is closed rather than handed to the next caller.
-            raw.invalidate(exc)
-            raise
     finally:
         # In a greenlet, as SQLAlchemy's own checkin runs (a pool already holding all
         # the connections it keeps closes this one, and closing awaits the driver), and
