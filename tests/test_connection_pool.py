@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -322,6 +322,22 @@ async def test_reads_on_the_driver_give_back_their_connections_beyond_the_pool_s
         await engine.dispose()
 
 
+async def cancel_mid_statement(engine: AsyncEngine, slow: Coroutine[Any, Any, Any]) -> None:
+    """Run `slow` (one long statement on `engine`'s only checked-out connection) and
+    cancel it once its statement has been sent."""
+    task = asyncio.create_task(slow)
+
+    async def running() -> bool:
+        pool: Any = engine.sync_engine.pool
+        return bool(pool.checkedout() == 1)
+
+    await eventually(running, "the slow statement to take its connection")
+    await asyncio.sleep(0.05)  # (its statement sent)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_a_read_on_the_driver_cancelled_mid_statement_does_not_pass_its_connection_on(
     own_database: tuple[str, Any],
 ) -> None:
@@ -330,17 +346,9 @@ async def test_a_read_on_the_driver_cancelled_mid_statement_does_not_pass_its_co
     pid = "SELECT pg_backend_pid()"
     try:
         first = await fetch_value_on_driver(engine, pid)
-        slow = asyncio.create_task(fetch_value_on_driver(engine, "SELECT 1 FROM pg_sleep(10)"))
-
-        async def running() -> bool:
-            pool: Any = engine.sync_engine.pool
-            return bool(pool.checkedout() == 1)
-
-        await eventually(running, "the slow read to take its connection")
-        await asyncio.sleep(0.05)  # (its statement sent)
-        slow.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await slow
+        await cancel_mid_statement(
+            engine, fetch_value_on_driver(engine, "SELECT 1 FROM pg_sleep(10)")
+        )
         # The pooled connection it held is gone; the next read gets a fresh one at once.
         async with asyncio.timeout(5):
             assert await fetch_value_on_driver(engine, pid) != first
@@ -445,17 +453,7 @@ async def test_a_statement_in_a_transaction_cancelled_on_the_driver_does_not_pas
             async with engine.connect() as connection:
                 await in_transaction(connection, "SELECT 1 FROM pg_sleep(10)")
 
-        task = asyncio.create_task(slow())
-
-        async def running() -> bool:
-            pool: Any = engine.sync_engine.pool
-            return bool(pool.checkedout() == 1)
-
-        await eventually(running, "the slow statement to take its connection")
-        await asyncio.sleep(0.05)  # (its statement sent)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancel_mid_statement(engine, slow())
         async with asyncio.timeout(5):
             assert await backend_pid(engine) != first
     finally:
