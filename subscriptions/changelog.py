@@ -84,7 +84,12 @@ def record_changes(session: Session, changes: Sequence[Change]) -> None:
 # INSERT):
 # - `concerned` is who each change concerns: the users given, plus the members of
 #   pending board audiences and the board peers of pending user audiences (the queries
-#   of subscriptions.capture._resolve_audiences, run in the same transaction).
+#   of subscriptions.capture._resolve_audiences, run in the same transaction). Each
+#   lookup is a LATERAL subquery that OFFSET 0 keeps from being flattened into a join:
+#   the statement runs as a generic plan, which guesses 10 rows for each unnest(), and
+#   as a join the planner hashed them against a scan of all of memberships (0.3 of the
+#   statement's 0.45 ms with 1,200 memberships, and growing with the table). This way
+#   each pending audience is an index lookup, whatever the table's size.
 # - Only changes that concern someone (`kept`) are written, numbered in input order.
 # - change_log_id_seq is the sequence of change_log.id (a BIGSERIAL, migration 0003;
 #   a test checks the name): ids are taken explicitly so that they can follow the lock.
@@ -115,14 +120,21 @@ WITH input AS MATERIALIZED (
         AS given(ord, user_id)
     UNION
     SELECT pending_boards.ord, member.user_id
-    FROM pending_boards JOIN memberships AS member USING (board_id)
+    FROM pending_boards CROSS JOIN LATERAL (
+        SELECT user_id FROM memberships WHERE memberships.board_id = pending_boards.board_id
+        OFFSET 0
+    ) AS member
     UNION
     SELECT ord, user_id FROM pending_users
     UNION
-    SELECT pending_users.ord, theirs.user_id
-    FROM pending_users
-    JOIN memberships AS mine ON mine.user_id = pending_users.user_id
-    JOIN memberships AS theirs ON theirs.board_id = mine.board_id
+    SELECT pending_users.ord, peer.user_id
+    FROM pending_users CROSS JOIN LATERAL (
+        SELECT board_id FROM memberships WHERE memberships.user_id = pending_users.user_id
+        OFFSET 0
+    ) AS mine CROSS JOIN LATERAL (
+        SELECT user_id FROM memberships WHERE memberships.board_id = mine.board_id
+        OFFSET 0
+    ) AS peer
 ), kept AS MATERIALIZED (
     SELECT input.*, row_number() OVER (ORDER BY input.ord) AS rank
     FROM input
