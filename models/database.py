@@ -275,12 +275,13 @@ def _plan_once_per_connection(engine: AsyncEngine) -> None:
     long as it estimates that a plan made for the values at hand beats the one made for
     any values. Statements that take their inputs as arrays (the change-log write, the
     batched log reads) never pass that test: without the values, the planner guesses
-    10 elements per array, and the plan looks ten times as dear as the one for the one
-    element a commit usually brings. Planning the change-log write took about 0.6 ms at
-    every commit, more than running it. Commitcast's statements are key lookups whose
-    best plan does not depend on the values, so the generic plan is the one wanted. A
-    SET after connecting rather than a startup parameter: connection poolers such as
-    pgbouncer refuse startup parameters they do not know."""
+    10 elements per array, and the plan looks several times as dear as the one for the
+    one element a commit usually brings (planner cost 358 against 82 for the change-log
+    write). Planning the change-log write took about 0.6 ms at every commit, more than
+    running it. Commitcast's statements are key lookups whose best plan does not depend
+    on the values, so the generic plan is the one wanted. A SET after connecting rather
+    than a startup parameter: connection poolers such as pgbouncer refuse startup
+    parameters they do not know."""
 
     @event.listens_for(engine.sync_engine, "connect")
     def plan_once(dbapi_connection: Any, _record: Any) -> None:
