@@ -140,18 +140,19 @@ class TcpQueues:
     server_unsent: int  # written by the server, not yet accepted by the client
 
 
-def tcp_queues(client_port: int) -> TcpQueues:
+def tcp_queues(client_port: int, server_port: int) -> TcpQueues:
     """From /proc/net/tcp: the rx queue of the client's end, the tx queue of the
-    server's end (the one whose remote port is the client's)."""
+    server's end. Each end is found by both its ports: the client's port number alone
+    can also be another socket's (the same ephemeral port towards another address, or
+    an earlier connection in TIME_WAIT, whose queues are empty)."""
     unread = unsent = -1
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        local_port = int(fields[1].split(":")[1], 16)
-        remote_port = int(fields[2].split(":")[1], 16)
+        ports = (int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16))
         tx_queue, rx_queue = (int(part, 16) for part in fields[4].split(":"))
-        if local_port == client_port:
+        if ports == (client_port, server_port):
             unread = rx_queue
-        elif remote_port == client_port:
+        elif ports == (server_port, client_port):
             unsent = tx_queue
     return TcpQueues(unread, unsent)
 
@@ -180,6 +181,11 @@ class StalledSocket:
     @property
     def port(self) -> int:
         port: int = self._sock.getsockname()[1]
+        return port
+
+    @property
+    def server_port(self) -> int:
+        port: int = self._sock.getpeername()[1]
         return port
 
     async def open(self, token: str) -> None:
@@ -407,7 +413,7 @@ async def test_a_client_that_stops_reading_cannot_grow_server_memory(
                             versions = await card_versions(runtime, board_pk)
                             del versions[probe]
                             assert versions == truth
-                            queues = tcp_queues(stalled.port)
+                            queues = tcp_queues(stalled.port, stalled.server_port)
                             pinned = await long_idle_transactions(runtime, 1.0)
                             stalled_for = time.monotonic() - started
                         rss_stalled = rss_kib(pid)
