@@ -8,14 +8,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Select
+from sqlalchemy import Row, Select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 from strawberry.types import Info as StrawberryInfo
 
 from models.database import begin_on_checkout, read_retrying_stale
 from schema.errors import ConcurrentChange, rate_limited, unauthenticated
-from schema.loaders import Loaders, scalars
+from schema.loaders import Loaders, fetch_rows
 from schema.shared_reads import ReadGroups, SharedReads
 from subscriptions.delivery import DeliveryObserver
 from subscriptions.feed import UpdateFeed
@@ -217,20 +217,22 @@ class Context:
 
     async def run_query(
         self, statement: Select[Any], parameters: Mapping[str, Any]
-    ) -> Sequence[Any]:
+    ) -> Sequence[Row[Any]]:
         async with self._lock:
             if self._session is None:
                 # The session's first statement takes its connection: a dropped one
                 # costs a second try, not an error (and no ping each time).
                 return await read_retrying_stale(lambda: self._open(statement, parameters))
-            return await scalars(self._session, statement, parameters)
+            return await fetch_rows(self._session, statement, parameters)
 
-    async def _open(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Sequence[Any]:
+    async def _open(
+        self, statement: Select[Any], parameters: Mapping[str, Any]
+    ) -> Sequence[Row[Any]]:
         if self._session is not None:  # a try that found its connection dropped
             await self._session.close()
         self._session_clock = self.access_fence.clock
         self._session = self.read_sessions()
-        return await scalars(self._session, statement, parameters)
+        return await fetch_rows(self._session, statement, parameters)
 
     @property
     def snapshot_clock(self) -> int | None:

@@ -34,11 +34,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select
+from sqlalchemy import Row, Select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.database import read_retrying_stale
-from schema.loaders import AccessLoaders, Loaders, RecordLoaders, scalars
+from schema.loaders import AccessLoaders, Loaders, RecordLoaders, fetch_rows
 from subscriptions.hub import Batch
 
 SCOPE_KEY = "schema.shared_reads"
@@ -156,7 +156,9 @@ class SharedReads:
             except Exception:
                 logger.exception("closing a shared read session failed")
 
-    async def _run(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Sequence[Any]:
+    async def _run(
+        self, statement: Select[Any], parameters: Mapping[str, Any]
+    ) -> Sequence[Row[Any]]:
         # One AsyncSession runs one statement at a time; the holders' resolvers run
         # concurrently.
         async with self._lock:
@@ -165,21 +167,23 @@ class SharedReads:
                     # The snapshot's first statement takes its connection; a dropped
                     # one costs a second try, not an error (and no ping each time).
                     return await read_retrying_stale(lambda: self._open(statement, parameters))
-                return await scalars(self._session, statement, parameters)
+                return await fetch_rows(self._session, statement, parameters)
             finally:
                 if not self._holders and self._expiry is None:
                     # Read after the last holder let go (a resolver finishing late):
                     # the session must still be closed.
                     self._end_when_idle()
 
-    async def _open(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Sequence[Any]:
+    async def _open(
+        self, statement: Select[Any], parameters: Mapping[str, Any]
+    ) -> Sequence[Row[Any]]:
         if self._session is not None:  # a try that found its connection dropped
             await self._session.close()
         self._session_clock = self._clock()
         self._committed_at_open = self._committed()
         self._opened_at = time.monotonic_ns()
         self._session = self._sessions()
-        return await scalars(self._session, statement, parameters)
+        return await fetch_rows(self._session, statement, parameters)
 
 
 class ReadGroups:

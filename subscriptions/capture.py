@@ -25,11 +25,12 @@ import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, event, inspect, select
+from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import ORMExecuteState, PassiveFlag, Session, SessionTransaction
 from sqlalchemy.orm.attributes import get_history
 
 from models import Membership
+from models.keys import in_keys
 from models.realtime import Audience, BoardAudience, Realtime, RecordKey, UserAudience
 from subscriptions.changelog import record_changes, resolves_audiences
 from subscriptions.changes import Change, ChangeOp
@@ -85,12 +86,12 @@ def _add(buffer: Buffer, change: Change) -> None:
 _MEMBERSHIPS = Membership.__table__
 _MINE, _THEIRS = _MEMBERSHIPS.alias("mine"), _MEMBERSHIPS.alias("theirs")
 _BOARD_MEMBERS = select(_MEMBERSHIPS.c.board_id, _MEMBERSHIPS.c.user_id).where(
-    _MEMBERSHIPS.c.board_id.in_(bindparam("board_ids", expanding=True))
+    in_keys(_MEMBERSHIPS.c.board_id, "board_ids")
 )
 _USER_PEERS = (
     select(_MINE.c.user_id, _THEIRS.c.user_id)
     .join_from(_MINE, _THEIRS, _THEIRS.c.board_id == _MINE.c.board_id)
-    .where(_MINE.c.user_id.in_(bindparam("user_ids", expanding=True)))
+    .where(in_keys(_MINE.c.user_id, "user_ids"))
 )
 
 

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from models import change_audience, change_log, utcnow
 from models.database import fetch_in_transaction, fetch_on_driver
 from models.deployment import deployment
+from models.keys import in_keys
 from models.realtime import BoardAudience, RecordKey
 from subscriptions.changes import Change, ChangeOp
 
@@ -404,18 +405,21 @@ async def bounds(connection: AsyncConnection) -> LogBounds:
     return LogBounds(head=max(int(newest or 0), trimmed), trimmed_through=trimmed)
 
 
-# Ids per UPDATE when marking: well under the drivers' bound parameter limits (32767 on
-# asyncpg), however many publishes a relay gathered into one mark.
+# Ids per UPDATE when marking, however many publishes a relay gathered into one mark:
+# PostgreSQL takes them as one array (models.keys), SQLite as one parameter each, well
+# under its limit (32766).
 MARK_CHUNK = 5000
+# Built once: one statement text (and one prepared statement) for any number of ids.
+_MARK = (
+    update(change_log).where(in_keys(change_log.c.id, "ids")).values(published_at=bindparam("now"))
+)
 
 
 async def mark_published(connection: AsyncConnection, ids: Sequence[int]) -> None:
     now = utcnow()
     for start in range(0, len(ids), MARK_CHUNK):
         chunk = ids[start : start + MARK_CHUNK]
-        await connection.execute(
-            update(change_log).where(change_log.c.id.in_(chunk)).values(published_at=now)
-        )
+        await connection.execute(_MARK, {"ids": chunk, "now": now})
 
 
 async def unpublished(
@@ -437,8 +441,9 @@ async def unpublished(
     audiences: dict[int, set[int]] = {row.id: set() for row in rows}
     for change_id, user_id in await connection.execute(
         select(change_audience.c.change_id, change_audience.c.user_id).where(
-            change_audience.c.change_id.in_(audiences)
-        )
+            in_keys(change_audience.c.change_id, "ids")
+        ),
+        {"ids": list(audiences)},
     ):
         audiences[change_id].add(user_id)
     return [

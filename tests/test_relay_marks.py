@@ -120,6 +120,6 @@ async def test_a_mark_on_postgresql_is_one_statement_on_its_connection(
     assert list(sent.values()) == [
         [
             "UPDATE change_log SET published_at=$1::TIMESTAMP WITH TIME ZONE "
-            "WHERE change_log.id IN ($2::BIGINT)"
+            "WHERE change_log.id = ANY ($2::BIGINT[])"
         ]
     ]

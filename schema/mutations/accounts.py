@@ -53,7 +53,7 @@ class AccountMutations:
         rows = await ctx.run_query(
             select(models.User).where(func.lower(models.User.email) == email.lower()), {}
         )
-        user = rows[0] if rows else None
+        user = rows[0][0] if rows else None
         ok = await ctx.auth.verify_password(user.password_hash if user else None, input.password)
         if user is None or not ok:
             raise unauthenticated(INVALID_CREDENTIALS)

@@ -112,4 +112,4 @@ async def write_record(
         versions = await ctx.run_query(select(model.version).where(model.id == pk), {})
         if not versions:
             raise not_found(kind) from None
-        raise conflict(kind, versions[0]) from None
+        raise conflict(kind, versions[0][0]) from None
