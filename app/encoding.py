@@ -1,20 +1,17 @@
-"""JSON for the transports: strawberry's compact encoding, except that a result shared
-by identical subscriptions (schema.execution.EncodedOnce) is spliced in as the JSON it
-was encoded to once, instead of being encoded again for every socket."""
+"""JSON for the transports: compact (schema.json_text), and a result shared by identical
+subscriptions (schema.execution.EncodedOnce) is spliced in as the JSON it was encoded
+to once, instead of being encoded again for every socket."""
 
 from __future__ import annotations
 
-import json
-
 from schema.execution import EncodedOnce
-
-SEPARATORS = (",", ":")
+from schema.json_text import compact_json
 
 
 def encode_json(message: object) -> str:
-    """json.dumps(message, separators=(",", ":")), the same text, faster for messages
-    whose last key is `payload` and whose payload is only a shared result's data (a
-    graphql-transport-ws / graphql-ws `next`/`data` message)."""
+    """compact_json(message), the same text, faster for messages whose last key is
+    `payload` and whose payload is only a shared result's data (a graphql-transport-ws /
+    graphql-ws `next`/`data` message)."""
     if isinstance(message, dict) and message:
         payload = message.get("payload")
         if (
@@ -27,11 +24,8 @@ def encode_json(message: object) -> str:
             spliced = '"payload":{"data":' + data.json + "}}"
             # graphql-transport-ws `next`, keys in strawberry's order: id, type, payload.
             if len(message) == 3 and next(iter(message)) == "id" and message.get("type") == "next":
-                operation = json.dumps(message["id"], separators=SEPARATORS)
+                operation = compact_json(message["id"])
                 return '{"id":' + operation + ',"type":"next",' + spliced
-            rest = json.dumps(
-                {key: value for key, value in message.items() if key != "payload"},
-                separators=SEPARATORS,
-            )
+            rest = compact_json({key: value for key, value in message.items() if key != "payload"})
             return (rest[:-1] + "," if len(rest) > 2 else "{") + spliced
-    return json.dumps(message, separators=SEPARATORS)
+    return compact_json(message)

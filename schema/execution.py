@@ -34,10 +34,12 @@ from graphql.execution.executor import CollectedErrors
 from graphql.pyutils import Path, RefMap
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from schema.json_text import compact_json
+
 
 class EncodedOnce(dict[str, Any]):
     """A result's `data`, shared by identical subscriptions: its JSON (compact, like
-    strawberry's encode_json) is computed once, for every socket that sends it."""
+    schema.json_text) is computed once, for every socket that sends it."""
 
     __slots__ = ("_json",)
 
@@ -48,7 +50,7 @@ class EncodedOnce(dict[str, Any]):
     @property
     def json(self) -> str:
         if self._json is None:
-            self._json = json.dumps(self, separators=(",", ":"))
+            self._json = compact_json(self)
         return self._json
 
 

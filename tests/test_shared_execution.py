@@ -24,6 +24,7 @@ from graphql.execution.executor import Executor
 
 from app.encoding import encode_json
 from schema.execution import EncodedOnce
+from schema.json_text import compact_json
 from schema.subscription import UserUpdate
 from tests.realtime_support import Realtime
 from tests.support import Account
@@ -207,7 +208,8 @@ async def test_each_viewer_gets_their_own_execution(realtime: Realtime) -> None:
 )
 def test_a_shared_result_is_spliced_into_the_same_json(message: dict[str, Any]) -> None:
     shared = {**message, "payload": {"data": EncodedOnce(message["payload"]["data"])}}
-    assert encode_json(shared) == json.dumps(message, separators=(",", ":"))
+    assert encode_json(shared) == compact_json(message)
+    assert json.loads(encode_json(shared)) == message
     # Anything else is plain json.dumps.
     with_errors = {**shared, "payload": {**shared["payload"], "errors": [{"message": "x"}]}}
     assert json.loads(encode_json(with_errors))["payload"]["errors"] == [{"message": "x"}]
