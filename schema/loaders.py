@@ -10,7 +10,7 @@ loader made is a few objects in reference cycles for the collector to walk and f
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import cache, cached_property
 from typing import Any, TypeVar
 
@@ -26,7 +26,6 @@ from models.keys import in_keys
 # memberships.
 RunQuery = Callable[[Select[Any], Mapping[str, Any]], Awaitable[Sequence[Any]]]
 R = TypeVar("R", bound=Record)
-K = TypeVar("K", bound=Hashable)
 
 
 class RecordLoaders:
