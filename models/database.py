@@ -152,7 +152,7 @@ def fetch_in_transaction(connection: Connection, statement: str, *args: Any) -> 
     driver: Any = getattr(dbapi_connection, "driver_connection", None)
     if not hasattr(driver, "is_in_transaction") or not driver.is_in_transaction():
         return None
-    with _errors_as_sqlalchemys(statement, args, driver, connection.invalidate):
+    with errors_as_sqlalchemys(statement, args, driver, connection.invalidate):
         rows: list[Any] = dbapi_connection.run_async(
             lambda asyncpg_connection: asyncpg_connection.fetch(statement, *args)
         )
@@ -183,7 +183,7 @@ _ASYNCPG_TYPE_LOOKUPS = {
 
 
 @contextmanager
-def _errors_as_sqlalchemys(
+def errors_as_sqlalchemys(
     statement: str, args: Any, driver: Any, invalidate: Callable[[BaseException], None]
 ) -> Iterator[None]:
     """Errors of a statement run on the asyncpg `driver` as SQLAlchemy's would come: as
@@ -207,7 +207,7 @@ async def _on_driver(engine: AsyncEngine, method: str, statement: str, args: Any
     raw = await engine.raw_connection()
     try:
         driver: Any = raw.driver_connection
-        with _errors_as_sqlalchemys(statement, args, driver, raw.invalidate):
+        with errors_as_sqlalchemys(statement, args, driver, raw.invalidate):
             return await getattr(driver, method)(statement, *args)
     finally:
         # In a greenlet, as SQLAlchemy's own checkin runs (a pool already holding all

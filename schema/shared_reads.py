@@ -32,12 +32,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Row, Select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from models.database import read_retrying_stale
+from models.driver_snapshot import DriverSnapshot
 from schema.loaders import AccessLoaders, Loaders, RecordLoaders, fetch_rows
 from subscriptions.hub import Batch
 
@@ -72,7 +73,7 @@ class SharedReads:
         # no older), None before.
         self._opened_at: int | None = None
         self._holders = 0
-        self._session: AsyncSession | None = None
+        self._snapshot: Snapshot | None = None
         self._lock = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.Handle | None = None
@@ -86,7 +87,7 @@ class SharedReads:
     @property
     def snapshot_clock(self) -> int | None:
         """The access fence's clock when the open session began (None: none open)."""
-        return self._session_clock if self._session is not None else None
+        return self._session_clock if self._snapshot is not None else None
 
     def fresh_for(self, batch: Batch) -> bool:
         """Whether `batch` may be presented through these loaders: their snapshot, if
@@ -142,48 +143,84 @@ class SharedReads:
         self.ended = True
         if self._on_end is not None:
             self._on_end(self)
-        session, self._session = self._session, None
-        if session is not None:
-            task = asyncio.create_task(self._close(session))
+        snapshot, self._snapshot = self._snapshot, None
+        if snapshot is not None:
+            task = asyncio.create_task(self._close(snapshot))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
-    async def _close(self, session: AsyncSession) -> None:
+    async def _close(self, snapshot: Snapshot) -> None:
         # After a statement still in flight (a holder cancelled half-way, say).
         async with self._lock:
             try:
-                await session.close()
+                await snapshot.close()
             except Exception:
                 logger.exception("closing a shared read session failed")
 
-    async def _run(
-        self, statement: Select[Any], parameters: Mapping[str, Any]
-    ) -> Sequence[Row[Any]]:
-        # One AsyncSession runs one statement at a time; the holders' resolvers run
-        # concurrently.
+    async def _run(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Sequence[Any]:
+        # A snapshot (one connection) runs one statement at a time; the holders'
+        # resolvers run concurrently.
         async with self._lock:
             try:
-                if self._session is None:
+                if self._snapshot is None:
                     # The snapshot's first statement takes its connection; a dropped
                     # one costs a second try, not an error (and no ping each time).
                     return await read_retrying_stale(lambda: self._open(statement, parameters))
-                return await fetch_rows(self._session, statement, parameters)
+                return await self._snapshot.rows(statement, parameters)
             finally:
                 if not self._holders and self._expiry is None:
                     # Read after the last holder let go (a resolver finishing late):
                     # the session must still be closed.
                     self._end_when_idle()
 
-    async def _open(
-        self, statement: Select[Any], parameters: Mapping[str, Any]
-    ) -> Sequence[Row[Any]]:
-        if self._session is not None:  # a try that found its connection dropped
-            await self._session.close()
+    async def _open(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Sequence[Any]:
+        if self._snapshot is not None:  # a try that found its connection dropped
+            snapshot, self._snapshot = self._snapshot, None
+            await snapshot.close()
+        # Read before the snapshot's first statement, which takes its snapshot.
         self._session_clock = self._clock()
         self._committed_at_open = self._committed()
         self._opened_at = time.monotonic_ns()
-        self._session = self._sessions()
+        self._snapshot = await open_snapshot(self._sessions)
+        return await self._snapshot.rows(statement, parameters)
+
+
+class Snapshot(Protocol):
+    """What SharedReads reads through: one transaction that sees one snapshot."""
+
+    async def rows(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Sequence[Any]:
+        """Rows as `AsyncSession.execute(statement, parameters).all()` gives them."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class SessionSnapshot:
+    """A snapshot through an AsyncSession of `sessions` (SQLite; drivers other than
+    asyncpg): its transaction begins with the first statement."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def rows(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Sequence[Any]:
         return await fetch_rows(self._session, statement, parameters)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+async def open_snapshot(sessions: async_sessionmaker[AsyncSession]) -> Snapshot:
+    """On PostgreSQL with asyncpg, a models.driver_snapshot.DriverSnapshot (the same
+    rows for about half the CPU); otherwise a session of `sessions` (the read sessions:
+    REPEATABLE READ on PostgreSQL, models.database.create_sessionmakers)."""
+    bind = sessions.kw.get("bind")
+    if (
+        isinstance(bind, AsyncEngine)
+        and bind.dialect.name == "postgresql"
+        and bind.dialect.driver == "asyncpg"
+    ):
+        return await DriverSnapshot.open(bind)
+    return SessionSnapshot(sessions())
 
 
 class ReadGroups:

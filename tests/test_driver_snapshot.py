@@ -1,0 +1,186 @@
+"""models.driver_snapshot: a delivery's snapshot on asyncpg directly gives the rows an
+AsyncSession would (the same records, the same column types), sees one snapshot, refuses
+statements it cannot answer like a session, and always gives its connection back to
+the pool with no transaction open. SharedReads uses it on PostgreSQL, sessions on SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect, literal, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import models
+from models.database import create_engine, create_sessionmakers
+from models.driver_snapshot import DriverSnapshot
+from schema.loaders import (
+    _boards_memberships,
+    _by_ids,
+    _grouped_by,
+    _memberships_of_users_on_boards,
+    _peer_memberships,
+)
+from schema.shared_reads import SessionSnapshot, open_snapshot
+
+
+@pytest.fixture
+async def pg(empty_postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(empty_postgres_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def two_members_and_a_comment(engine: AsyncEngine) -> dict[str, int]:
+    _, write_sessions = create_sessionmakers(engine)
+    async with write_sessions() as session, session.begin():
+        ada = models.User(email="ada@example.com", name="Ada", password_hash="-", version=1)
+        bob = models.User(email="bob@example.com", name="Bob", password_hash="-", version=1)
+        session.add_all([ada, bob])
+        await session.flush()
+        board = models.Board(name="Roadmap", owner_id=ada.id, version=1)
+        session.add(board)
+        await session.flush()
+        session.add_all(
+            [
+                models.Membership(
+                    board_id=board.id, user_id=ada.id, role=models.Role.OWNER, version=1
+                ),
+                models.Membership(
+                    board_id=board.id, user_id=bob.id, role=models.Role.VIEWER, version=1
+                ),
+            ]
+        )
+        card = models.Card(
+            board_id=board.id, title="Ship", position=1.5, author_id=ada.id, version=1
+        )
+        session.add(card)
+        await session.flush()
+        comment = models.Comment(card_id=card.id, author_id=bob.id, body="Soon", version=1)
+        session.add(comment)
+        await session.flush()
+        return {"ada": ada.id, "bob": bob.id, "board": board.id, "card": card.id}
+
+
+def columns_of(record: Any) -> dict[str, Any]:
+    mapper = inspect(type(record))
+    return {attribute.key: getattr(record, attribute.key) for attribute in mapper.column_attrs}
+
+
+def by_id(columns: dict[str, Any]) -> int:
+    return int(columns["id"])
+
+
+async def test_records_and_memberships_come_as_a_session_gives_them(pg: AsyncEngine) -> None:
+    ids = await two_members_and_a_comment(pg)
+    read_sessions, _ = create_sessionmakers(pg)
+    membership_statements = [
+        (_boards_memberships(), {"keys": [ids["board"]]}),
+        (_memberships_of_users_on_boards(), {"users": [ids["bob"]], "boards": [ids["board"]]}),
+        (_peer_memberships(), {"users": [ids["ada"]], "involved": [ids["ada"], ids["bob"]]}),
+    ]
+    snapshot = await DriverSnapshot.open(pg)
+    try:
+        async with read_sessions() as session:
+            for model in (models.User, models.Board, models.Membership, models.Card):
+                keys = {"keys": [1, 2, 3, 4]}
+                expected = (await session.execute(_by_ids(model), keys)).all()
+                found = await snapshot.rows(_by_ids(model), keys)
+                assert expected, model
+                assert sorted((columns_of(r) for (r,) in found), key=by_id) == sorted(
+                    (columns_of(r) for (r,) in expected), key=by_id
+                ), model
+                assert all(type(r) is model for (r,) in found)
+            comments = _grouped_by(models.Comment, models.Comment.card_id, models.Comment.id)
+            expected = (await session.execute(comments, {"keys": [ids["card"]]})).all()
+            found = await snapshot.rows(comments, {"keys": [ids["card"]]})
+            assert [columns_of(r) for (r,) in found] == [columns_of(r) for (r,) in expected]
+            for statement, parameters in membership_statements:
+                expected = (await session.execute(statement, parameters)).all()
+                assert sorted(await snapshot.rows(statement, parameters)) == sorted(expected)
+                assert expected
+    finally:
+        await snapshot.close()
+    # The column types' conversions applied: an aware UTC timestamp, the role enum.
+    snapshot = await DriverSnapshot.open(pg)
+    try:
+        ((board,),) = await snapshot.rows(_by_ids(models.Board), {"keys": [ids["board"]]})
+        roles = await snapshot.rows(_boards_memberships(), {"keys": [ids["board"]]})
+    finally:
+        await snapshot.close()
+    assert board.created_at.tzinfo is UTC
+    assert {role for _, _, role in roles} == {models.Role.OWNER, models.Role.VIEWER}
+    assert all(type(role) is models.Role for _, _, role in roles)
+
+
+async def test_reads_one_snapshot_until_closed(pg: AsyncEngine) -> None:
+    ids = await two_members_and_a_comment(pg)
+    cards = _by_ids(models.Card)
+    snapshot = await DriverSnapshot.open(pg)
+    try:
+        ((card,),) = await snapshot.rows(cards, {"keys": [ids["card"]]})
+        async with pg.begin() as connection:
+            await connection.execute(update(models.Card).values(title="Shipped"))
+        ((again,),) = await snapshot.rows(cards, {"keys": [ids["card"]]})
+        assert (card.title, again.title) == ("Ship", "Ship")
+    finally:
+        await snapshot.close()
+    snapshot = await DriverSnapshot.open(pg)
+    try:
+        ((card,),) = await snapshot.rows(cards, {"keys": [ids["card"]]})
+        assert card.title == "Shipped"
+    finally:
+        await snapshot.close()
+
+
+async def test_connection_goes_back_without_a_transaction_even_after_an_error(
+    pg: AsyncEngine,
+) -> None:
+    await two_members_and_a_comment(pg)
+    users = models.User.__table__
+    failing = select(users.c.id).where(users.c.id / literal(0) > 0)
+    snapshot = await DriverSnapshot.open(pg)
+    with pytest.raises(DBAPIError, match="division by zero"):
+        await snapshot.rows(failing, {})
+    await snapshot.close()
+    assert pg.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    raw = await pg.raw_connection()
+    try:
+        assert not raw.driver_connection.is_in_transaction()  # type: ignore[union-attr]
+    finally:
+        raw.close()
+
+
+async def test_refuses_what_it_cannot_answer_as_a_session_would(pg: AsyncEngine) -> None:
+    snapshot = await DriverSnapshot.open(pg)
+    try:
+        with pytest.raises(TypeError, match="select\\(Model\\) or a select of table columns"):
+            await snapshot.rows(select(models.User.id + 1), {})
+        with pytest.raises(TypeError):
+            await snapshot.rows(select(models.User, models.Board.id), {})
+    finally:
+        await snapshot.close()
+
+
+async def test_shared_reads_use_it_on_postgresql_only(pg: AsyncEngine, sqlite_url: str) -> None:
+    read_sessions, _ = create_sessionmakers(pg)
+    snapshot = await open_snapshot(read_sessions)
+    try:
+        assert isinstance(snapshot, DriverSnapshot)
+    finally:
+        await snapshot.close()
+    sqlite = create_engine(sqlite_url)
+    try:
+        sqlite_sessions, _ = create_sessionmakers(sqlite)
+        snapshot = await open_snapshot(sqlite_sessions)
+        try:
+            assert isinstance(snapshot, SessionSnapshot)
+        finally:
+            await snapshot.close()
+    finally:
+        await sqlite.dispose()
