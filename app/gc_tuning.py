@@ -16,7 +16,9 @@ Once the server has started, two standard remedies:
 - A young threshold of YOUNG_THRESHOLD instead of 700: most of what a request or a
   delivery allocates is freed by reference counting within milliseconds. Collecting
   less often finds fewer of those objects still alive, so fewer are promoted to the
-  older generations that full collections walk.
+  older generations that full collections walk. But not too seldom: what a young
+  collection finds is mostly cyclic garbage (a delivery's loaders, execution context
+  and records), and freeing it stops the event loop for as long as it takes.
 - A middle collection every MIDDLE_THRESHOLD young ones: each walks what the young ones
   kept since the last, so more often means shorter stops (below).
 
@@ -32,16 +34,22 @@ import logging
 
 logger = logging.getLogger("commitcast.gc")
 
-YOUNG_THRESHOLD = 20_000
+# At 200 mutations/s with 1,000 subscriptions a young collection freed about 19,000
+# objects, nearly all it walked, and stopped the event loop for 11 to 24 ms every 0.8 s
+# with 20,000; with 5,000, for at most 5 to 8 ms four times as often, the same total
+# (harness: gc callbacks and an event-loop lag probe inside the server; 2026-12-01).
+YOUNG_THRESHOLD = 5_000
 # Young collections per middle one, middle ones per full one (CPython: 10 and 10; a
 # full collection also waits until a quarter more objects have survived since the
 # previous one). A middle collection walks everything the young ones promoted since the
 # last: after 1,000 sockets connected (about 130,000 objects of theirs, alive, promoted
 # once), one every 20 young collections stopped the event loop for 160 to 180 ms, one
-# every 4 for at most 60 to 90 ms (100 changes/s, benchmark harness). Full collections
-# keep their pace: one considered every 200 young collections, as with 20 and 10.
+# every 4 for at most 60 to 90 ms (100 changes/s, benchmark harness; 9 to 13 ms with
+# the young threshold of 5,000). Full collections keep their pace in allocations: one
+# considered every 4,000,000 (every 800 young collections of 5,000; CPython's 700, 10
+# and 10 consider one every 70,000).
 MIDDLE_THRESHOLD = 4
-OLD_THRESHOLD = 50
+OLD_THRESHOLD = 200
 
 
 class CollectorTuning:
