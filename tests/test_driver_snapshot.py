@@ -5,14 +5,13 @@ the pool with no transaction open. SharedReads uses it on PostgreSQL, sessions o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC
 from typing import Any
 
 import pytest
 from sqlalchemy import inspect, literal, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import models
 from models.database import create_engine, create_sessionmakers
@@ -26,14 +25,8 @@ from schema.loaders import (
 )
 from schema.shared_reads import SessionSnapshot, open_snapshot
 
-
-@pytest.fixture
-async def pg(empty_postgres_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(empty_postgres_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
+# Every test runs on PostgreSQL (conftest's `engine` on the emptied run database).
+pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 
 async def two_members_and_a_comment(engine: AsyncEngine) -> dict[str, int]:
@@ -76,15 +69,15 @@ def by_id(columns: dict[str, Any]) -> int:
     return int(columns["id"])
 
 
-async def test_records_and_memberships_come_as_a_session_gives_them(pg: AsyncEngine) -> None:
-    ids = await two_members_and_a_comment(pg)
-    read_sessions, _ = create_sessionmakers(pg)
+async def test_records_and_memberships_come_as_a_session_gives_them(engine: AsyncEngine) -> None:
+    ids = await two_members_and_a_comment(engine)
+    read_sessions, _ = create_sessionmakers(engine)
     membership_statements = [
         (_boards_memberships(), {"keys": [ids["board"]]}),
         (_memberships_of_users_on_boards(), {"users": [ids["bob"]], "boards": [ids["board"]]}),
         (_peer_memberships(), {"users": [ids["ada"]], "involved": [ids["ada"], ids["bob"]]}),
     ]
-    snapshot = await DriverSnapshot.open(pg)
+    snapshot = await DriverSnapshot.open(engine)
     try:
         async with read_sessions() as session:
             for model in (models.User, models.Board, models.Membership, models.Card):
@@ -107,7 +100,7 @@ async def test_records_and_memberships_come_as_a_session_gives_them(pg: AsyncEng
     finally:
         await snapshot.close()
     # The column types' conversions applied: an aware UTC timestamp, the role enum.
-    snapshot = await DriverSnapshot.open(pg)
+    snapshot = await DriverSnapshot.open(engine)
     try:
         ((board,),) = await snapshot.rows(_by_ids(models.Board), {"keys": [ids["board"]]})
         roles = await snapshot.rows(_boards_memberships(), {"keys": [ids["board"]]})
@@ -118,19 +111,19 @@ async def test_records_and_memberships_come_as_a_session_gives_them(pg: AsyncEng
     assert all(type(role) is models.Role for _, _, role in roles)
 
 
-async def test_reads_one_snapshot_until_closed(pg: AsyncEngine) -> None:
-    ids = await two_members_and_a_comment(pg)
+async def test_reads_one_snapshot_until_closed(engine: AsyncEngine) -> None:
+    ids = await two_members_and_a_comment(engine)
     cards = _by_ids(models.Card)
-    snapshot = await DriverSnapshot.open(pg)
+    snapshot = await DriverSnapshot.open(engine)
     try:
         ((card,),) = await snapshot.rows(cards, {"keys": [ids["card"]]})
-        async with pg.begin() as connection:
+        async with engine.begin() as connection:
             await connection.execute(update(models.Card).values(title="Shipped"))
         ((again,),) = await snapshot.rows(cards, {"keys": [ids["card"]]})
         assert (card.title, again.title) == ("Ship", "Ship")
     finally:
         await snapshot.close()
-    snapshot = await DriverSnapshot.open(pg)
+    snapshot = await DriverSnapshot.open(engine)
     try:
         ((card,),) = await snapshot.rows(cards, {"keys": [ids["card"]]})
         assert card.title == "Shipped"
@@ -139,25 +132,25 @@ async def test_reads_one_snapshot_until_closed(pg: AsyncEngine) -> None:
 
 
 async def test_connection_goes_back_without_a_transaction_even_after_an_error(
-    pg: AsyncEngine,
+    engine: AsyncEngine,
 ) -> None:
-    await two_members_and_a_comment(pg)
+    await two_members_and_a_comment(engine)
     users = models.User.__table__
     failing = select(users.c.id).where(users.c.id / literal(0) > 0)
-    snapshot = await DriverSnapshot.open(pg)
+    snapshot = await DriverSnapshot.open(engine)
     with pytest.raises(DBAPIError, match="division by zero"):
         await snapshot.rows(failing, {})
     await snapshot.close()
-    assert pg.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-    raw = await pg.raw_connection()
+    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    raw = await engine.raw_connection()
     try:
         assert not raw.driver_connection.is_in_transaction()  # type: ignore[union-attr]
     finally:
         raw.close()
 
 
-async def test_refuses_what_it_cannot_answer_as_a_session_would(pg: AsyncEngine) -> None:
-    snapshot = await DriverSnapshot.open(pg)
+async def test_refuses_what_it_cannot_answer_as_a_session_would(engine: AsyncEngine) -> None:
+    snapshot = await DriverSnapshot.open(engine)
     try:
         with pytest.raises(TypeError, match="select\\(Model\\) or a select of table columns"):
             await snapshot.rows(select(models.User.id + 1), {})
@@ -167,20 +160,17 @@ async def test_refuses_what_it_cannot_answer_as_a_session_would(pg: AsyncEngine)
         await snapshot.close()
 
 
-async def test_shared_reads_use_it_on_postgresql_only(pg: AsyncEngine, sqlite_url: str) -> None:
-    read_sessions, _ = create_sessionmakers(pg)
-    snapshot = await open_snapshot(read_sessions)
-    try:
-        assert isinstance(snapshot, DriverSnapshot)
-    finally:
-        await snapshot.close()
+async def snapshot_kind(sessions: async_sessionmaker[AsyncSession]) -> type:
+    snapshot = await open_snapshot(sessions)
+    await snapshot.close()
+    return type(snapshot)
+
+
+async def test_shared_reads_use_it_on_postgresql_only(engine: AsyncEngine, sqlite_url: str) -> None:
+    read_sessions, _ = create_sessionmakers(engine)
+    assert await snapshot_kind(read_sessions) is DriverSnapshot
     sqlite = create_engine(sqlite_url)
     try:
-        sqlite_sessions, _ = create_sessionmakers(sqlite)
-        snapshot = await open_snapshot(sqlite_sessions)
-        try:
-            assert isinstance(snapshot, SessionSnapshot)
-        finally:
-            await snapshot.close()
+        assert await snapshot_kind(create_sessionmakers(sqlite)[0]) is SessionSnapshot
     finally:
         await sqlite.dispose()
