@@ -210,10 +210,15 @@ async def _on_driver(engine: AsyncEngine, method: str, statement: str, args: Any
         with errors_as_sqlalchemys(statement, args, driver, raw.invalidate):
             return await getattr(driver, method)(statement, *args)
     finally:
-        # In a greenlet, as SQLAlchemy's own checkin runs (a pool already holding all
-        # the connections it keeps closes this one, and closing awaits the driver), and
-        # shielded as SQLAlchemy shields its own: a cancelled caller still returns it.
-        await asyncio.shield(greenlet_spawn(raw.close))
+        await give_back(raw)
+
+
+async def give_back(raw: Any) -> None:
+    """Return a connection taken with `engine.raw_connection()` to the pool: in a
+    greenlet, as SQLAlchemy's own checkin runs (a pool already holding all the
+    connections it keeps closes this one, and closing awaits the driver), and shielded
+    as SQLAlchemy shields its own: a cancelled caller still returns it."""
+    await asyncio.shield(greenlet_spawn(raw.close))
 
 
 async def begin_on_checkout(session: AsyncSession) -> None:

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Mapper
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import greenlet_spawn
 
-from models.database import errors_as_sqlalchemys
+from models.database import errors_as_sqlalchemys, give_back
 
 Processor = Callable[[Any], Any] | None
 
@@ -133,8 +133,8 @@ class DriverSnapshot:
     driver: `await DriverSnapshot.open(engine)`, then `rows(...)` any number of times
     (one at a time), then `close()` (which rolls back and returns the connection)."""
 
-    def __init__(self, engine: AsyncEngine, raw: Any, transaction: Any) -> None:
-        self._dialect = engine.dialect
+    def __init__(self, dialect: Dialect, raw: Any, transaction: Any) -> None:
+        self._dialect = dialect
         self._raw = raw
         self._driver = raw.driver_connection
         self._transaction = transaction
@@ -153,9 +153,9 @@ class DriverSnapshot:
                 transaction = driver.transaction(isolation="repeatable_read", readonly=True)
                 await transaction.start()
         except BaseException:
-            await _give_back(raw)
+            await give_back(raw)
             raise
-        return cls(engine, raw, transaction)
+        return cls(engine.dialect, raw, transaction)
 
     async def rows(
         self, statement: Select[Any], parameters: Mapping[str, Any]
@@ -192,10 +192,4 @@ class DriverSnapshot:
                 # interrupted statement reach PostgreSQL (terminating at once would
                 # leave that statement running, holding or waiting for locks).
                 await asyncio.shield(greenlet_spawn(self._raw.invalidate, self._broken))
-            await _give_back(self._raw)
-
-
-async def _give_back(raw: Any) -> None:
-    # In a greenlet, as SQLAlchemy's own checkin runs, and shielded: a cancelled caller
-    # still returns it (see models.database._on_driver).
-    await asyncio.shield(greenlet_spawn(raw.close))
+            await give_back(self._raw)
