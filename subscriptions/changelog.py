@@ -47,6 +47,9 @@ from subscriptions.changes import Change, ChangeOp
 
 # Any constant: it only has to be the same for every process of a deployment.
 _COMMIT_ORDER_LOCK = 0x636F6D6D6974_01
+# Changes concerning more users than this are written without their users' previous
+# change (see _WRITE_POSTGRESQL): their subscribers read the log, in batched reads.
+PREVIOUS_LIMIT = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,15 @@ def record_changes(session: Session, changes: Sequence[Change]) -> None:
 # - Both INSERTs are data-modifying CTEs of one statement: a change and its audience
 #   are written together or not at all (change_audience has no foreign key to check,
 #   see models.changelog).
+# - `previous` is, per change and user, the user's change right before it (NULL where
+#   not looked up, 0 where there is none): this statement's own earlier change for the
+#   user, or else the newest committed one below it, which commitcast_previous_change
+#   (migration 0006) looks up. That function sees what committed while this statement
+#   waited for the lock (a subquery here would not: its snapshot predates the lock).
+#   It runs after the lock (`concerns` reads `numbered`), and only for changes that
+#   concern at most PREVIOUS_LIMIT users: one index lookup each, under the lock. The
+#   relay sends it with the wake-up, so a subscriber at that position needs no log
+#   read (subscriptions.wakeups).
 _WRITE_POSTGRESQL = text(
     """
 WITH input AS MATERIALIZED (
@@ -155,11 +167,22 @@ WITH input AS MATERIALIZED (
 ), audience AS (
     INSERT INTO change_audience (user_id, change_id)
     SELECT concerned.user_id, numbered.id FROM concerned JOIN numbered USING (ord)
+), concerns AS MATERIALIZED (
+    SELECT numbered.ord, numbered.id, concerned.user_id,
+        lag(numbered.id) OVER (PARTITION BY concerned.user_id ORDER BY numbered.id) AS earlier,
+        count(*) OVER (PARTITION BY numbered.ord) AS audience_size
+    FROM numbered JOIN concerned USING (ord)
 )
-SELECT numbered.ord, numbered.id, array_agg(concerned.user_id) AS users
-FROM numbered JOIN concerned USING (ord)
-GROUP BY numbered.ord, numbered.id
-ORDER BY numbered.ord
+SELECT ord, id, array_agg(user_id ORDER BY user_id) AS users,
+    array_agg(
+        CASE WHEN audience_size <= :previous_limit
+            THEN COALESCE(earlier, commitcast_previous_change(user_id, id))
+        END
+        ORDER BY user_id
+    ) AS previous
+FROM concerns
+GROUP BY ord, id
+ORDER BY ord
 """
 )
 
@@ -196,6 +219,7 @@ def _write_postgresql(connection: Connection, changes: Sequence[Change], now: da
         "board_ids": [b for _, b in boards],
         "user_ords": [o for o, _ in users],
         "user_ids": [u for _, u in users],
+        "previous_limit": PREVIOUS_LIMIT,
     }
     statement, names = _write_postgresql_on_driver(connection.dialect)
     rows: Iterable[Any] | None = fetch_in_transaction(
@@ -203,11 +227,22 @@ def _write_postgresql(connection: Connection, changes: Sequence[Change], now: da
     )
     if rows is None:  # (no transaction open on the driver: SQLAlchemy begins one)
         rows = connection.execute(_WRITE_POSTGRESQL, parameters)
-    written = {ord_: (change_id, set(seen_by)) for ord_, change_id, seen_by in rows}
+    written = {
+        ord_: (change_id, set(seen_by), _known(seen_by, previous))
+        for ord_, change_id, seen_by, previous in rows
+    }
     for ord_, change in enumerate(changes, start=1):
-        change.change_id, change.audience = written.get(ord_, (None, set()))
+        change.change_id, change.audience, change.previous = written.get(ord_, (None, set(), {}))
         change.pending = set()
         change.committed_at = now
+
+
+def _known(users: Sequence[int], previous: Sequence[int | None]) -> dict[int, int]:
+    """{user: the user's change before this one (0: none)} where the write looked it
+    up; NULL is "not looked up"."""
+    return {
+        user: earlier for user, earlier in zip(users, previous, strict=True) if earlier is not None
+    }
 
 
 def _write_generic(connection: Connection, changes: Sequence[Change], now: datetime) -> None:

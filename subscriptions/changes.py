@@ -31,6 +31,9 @@ class Change:
     # capture defers them only for the flush that runs right before it, in the same
     # transaction, so the users are the same as if resolved at that flush.
     pending: set[Audience] = field(default_factory=set)
+    # Per user, that user's change right before this one (0: none), where the change-log
+    # write looked it up (PostgreSQL): sent with the wake-up (subscriptions.wakeups).
+    previous: dict[int, int] = field(default_factory=dict)
 
     def merge(self, later: Change) -> Change | None:
         """Fold a later change to the same record in the same transaction into this one.
@@ -52,16 +55,6 @@ class Change:
         # CREATED then UPDATED is still a creation; a deleted id never comes back.
         op = ChangeOp.CREATED if self.op is ChangeOp.CREATED else ChangeOp.UPDATED
         return Change(self.key, op, version, audience, pending=pending)
-
-
-def encode_wakeup(change_id: int) -> str:
-    """What goes over the broker: only the change id. Subscribers read the change itself
-    from the change log, so a lost or repeated message cannot lose or invent one."""
-    return str(change_id)
-
-
-def decode_wakeup(message: str) -> int | None:
-    return int(message) if message.isdigit() else None
 
 
 def user_channel(user_id: int) -> str:

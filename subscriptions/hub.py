@@ -28,8 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from subscriptions.backends import _Gap
 from subscriptions.broker import Broker
 from subscriptions.changelog import LoggedChange
-from subscriptions.changes import decode_wakeup, user_channel
+from subscriptions.changes import user_channel
 from subscriptions.log_reader import LogReader
+from subscriptions.wakeups import Wakeup, decode_wakeup
 
 READ_BATCH = 200
 # Reads kept for joining, per hub, between two wake-ups: subscriptions catching up at
@@ -147,6 +148,10 @@ class UserHub:
         self._reader = reader
         # Reads since the last wake-up, oldest first: running, or their result.
         self._reads: dict[int, asyncio.Task[Batch] | Batch] = {}
+        # The last wake-up, if it carried its change (subscriptions.wakeups), and when
+        # it arrived (time.monotonic_ns()).
+        self._wakeup: Wakeup | None = None
+        self._woken_at = 0
         self._subscription = broker.listen(user_channel(user_id), self._woken)
         # The SUBSCRIBE, until it succeeded (then nothing is kept); failed, it stays,
         # for ready() to raise.
@@ -184,12 +189,15 @@ class UserHub:
 
     def _woken(self, item: str | _Gap) -> None:
         """A message on the user's channel (or GAP: messages may have been lost)."""
-        change_id = decode_wakeup(item) if isinstance(item, str) else None
+        wakeup = decode_wakeup(item) if isinstance(item, str) else None
+        change_id = None if wakeup is None else wakeup.change_id
         if change_id is not None:
             self._watermark.saw(change_id)
         # Reads from before this wake-up may miss its change: later callers start a
-        # new one.
+        # new one, unless its carried change is all there is after their position.
         self._reads.clear()
+        self._wakeup = wakeup if wakeup is not None and wakeup.carried is not None else None
+        self._woken_at = time.monotonic_ns()
         for listener in self.listeners:
             listener.notify(change_id)
 
@@ -200,18 +208,27 @@ class UserHub:
         COMMIT), so joining one never hides a change a subscription was woken for. The
         hubs woken by the same broker burst read in one statement (LogReader)."""
         entry = self._reads.get(after)
-        if isinstance(entry, Batch):
-            batch = entry
-        else:
-            if entry is None:
-                entry = asyncio.create_task(self._read(after))
-                entry.add_done_callback(functools.partial(self._settled, after))
-                self._reads[after] = entry
-                while len(self._reads) > SHARED_READS:
-                    del self._reads[next(iter(self._reads))]  # the oldest
-            batch = await asyncio.shield(entry)
+        if entry is None:
+            entry = self._reads[after] = self._carried(after) or self._start_read(after)
+            while len(self._reads) > SHARED_READS:
+                del self._reads[next(iter(self._reads))]  # the oldest
+        batch = entry if isinstance(entry, Batch) else await asyncio.shield(entry)
         self._watermark.saw(batch.newest)
         return batch
+
+    def _carried(self, after: int) -> Batch | None:
+        """What a read after `after` would return, if the last wake-up carried all of
+        it (subscriptions.wakeups): no read then. It was committed before it was
+        published, so a snapshot begun after its arrival holds it."""
+        wakeup = self._wakeup
+        if wakeup is None or wakeup.carried is None or not wakeup.covers(after):
+            return None
+        return Batch(after, [wakeup.carried], self._woken_at)
+
+    def _start_read(self, after: int) -> asyncio.Task[Batch]:
+        read = asyncio.create_task(self._read(after))
+        read.add_done_callback(functools.partial(self._settled, after))
+        return read
 
     async def _read(self, after: int) -> Batch:
         changes = await self._reader.read(self.user_id, after)

@@ -23,16 +23,18 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from datetime import timedelta
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from models import utcnow
 from models.database import read_retrying_stale, single_statement_reads
 from subscriptions.broker import Broker
-from subscriptions.changelog import mark_published, trim, unpublished
-from subscriptions.changes import Change, encode_wakeup, user_channel
+from subscriptions.changelog import LoggedChange, mark_published, trim, unpublished
+from subscriptions.changes import Change, user_channel
 from subscriptions.hold import Hold, current_hold, holding
 from subscriptions.metrics import Metrics, unobserved
+from subscriptions.wakeups import encode_wakeup
 
 logger = logging.getLogger("commitcast.relay")
 
@@ -175,14 +177,17 @@ class Relay:
         source: str = "relay",
     ) -> None:
         # One wake-up per user and batch is enough: the subscriber reads everything
-        # after its position from the change log.
-        newest: dict[int, int] = {}
+        # after its position from the change log. It names the user's newest change,
+        # and carries it where the write looked up the user's change before it.
+        newest: dict[int, Change] = {}
         for change in changes:
             if change.change_id is None:
                 continue
             for user in change.audience:
-                newest[user] = max(newest.get(user, 0), change.change_id)
-        messages = [(user_channel(u), encode_wakeup(c)) for u, c in sorted(newest.items())]
+                known = newest.get(user)
+                if known is None or cast("int", known.change_id) < change.change_id:
+                    newest[user] = change
+        messages = [(user_channel(u), _wakeup(u, c)) for u, c in sorted(newest.items())]
         await self._broker.publish_many(messages)
         self.published += len(messages)
         self._metrics.wakeups_published.inc(len(messages))
@@ -239,6 +244,22 @@ class Relay:
                 raise
             except Exception:
                 logger.exception("%s failed; trying again in %.0f s", job.__name__, seconds)
+
+
+def _wakeup(user_id: int, change: Change) -> str:
+    change_id = cast("int", change.change_id)
+    previous = change.previous.get(user_id)
+    if previous is None:
+        return encode_wakeup(change_id)
+    carried = LoggedChange(
+        change_id,
+        change.key.typename,
+        change.key.id,
+        change.op,
+        change.version,
+        change.committed_at,
+    )
+    return encode_wakeup(change_id, carried, previous)
 
 
 async def _with_retry(action: Callable[[], Awaitable[None]], what: str) -> None:

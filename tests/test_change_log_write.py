@@ -266,6 +266,7 @@ async def test_the_write_looks_up_pending_audiences_without_reading_all_membersh
             "board_ids": f"ARRAY[{board}]",
             "user_ords": "ARRAY[2]",
             "user_ids": f"ARRAY[{first_user}]",
+            "previous_limit": "32",
         }
         await connection.exec_driver_sql(f"SET LOCAL plan_cache_mode = {plan_mode}")
         await connection.exec_driver_sql(f"PREPARE change_log_write AS {statement}")
