@@ -50,8 +50,44 @@ end
 return received
 """
 FAN_OUT_SHA = hashlib.sha1(FAN_OUT.encode()).hexdigest()  # noqa: S324 - Redis's script id
+# Channel, message, channel, message...: messages that differ per channel (a wake-up
+# that carries its change names the user's previous one) in one call all the same.
+PUBLISH_EACH = """
+local received = 0
+for i = 1, #ARGV, 2 do
+  received = received + redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
+end
+return received
+"""
+PUBLISH_EACH_SHA = hashlib.sha1(PUBLISH_EACH.encode()).hexdigest()  # noqa: S324
 # Channels per script call: each call runs alone on the Redis server, briefly.
 FAN_OUT_CHUNK = 500
+
+
+def _publish_calls(messages: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """(script, arguments) calls that publish `messages` in their order: a run of one
+    message to several channels is a FAN_OUT call (per chunk of channels), and
+    consecutive messages to one channel each are PUBLISH_EACH calls (per chunk of
+    them)."""
+    runs: list[tuple[str, list[str]]] = []
+    for channel, message in messages:
+        if runs and runs[-1][0] == message:
+            runs[-1][1].append(channel)
+        else:
+            runs.append((message, [channel]))
+    calls: list[tuple[str, list[str]]] = []
+    for message, channels in runs:
+        if len(channels) > 1:
+            calls.extend(
+                (FAN_OUT_SHA, [message, *channels[at : at + FAN_OUT_CHUNK]])
+                for at in range(0, len(channels), FAN_OUT_CHUNK)
+            )
+            continue
+        last = calls[-1] if calls else None
+        if last is None or last[0] != PUBLISH_EACH_SHA or len(last[1]) >= 2 * FAN_OUT_CHUNK:
+            calls.append((PUBLISH_EACH_SHA, []))
+        calls[-1][1].extend((channels[0], message))
+    return calls
 
 
 class MemoryBackend(BroadcasterMemoryBackend):
@@ -125,48 +161,38 @@ class RedisBackend:
         """Publish each (channel, message). A change's wake-up goes to every member of
         its audience with the same text: those go out as one script call per message
         (FAN_OUT), not one PUBLISH each, so a change 1,000 users see costs this process
-        one command to encode and one reply to read, not 1,000."""
-        # Runs of one message, in order (so each channel gets its messages in order).
-        runs: list[tuple[str, list[str]]] = []
-        for channel, message in messages:
-            if runs and runs[-1][0] == message:
-                runs[-1][1].append(channel)
-            else:
-                runs.append((message, [channel]))
-
-        # One script call per run and chunk of its channels.
-        calls = [
-            (message, channels[at : at + FAN_OUT_CHUNK])
-            for message, channels in runs
-            for at in range(0, len(channels), FAN_OUT_CHUNK)
-        ]
+        one command to encode and one reply to read, not 1,000. Messages of their own
+        (one channel each: wake-ups that carry their change, or the changes of several
+        commits) go out together in one script call too (PUBLISH_EACH)."""
+        calls = _publish_calls(messages)
 
         async def send(client: redis.Redis) -> None:
             if len(calls) == 1:
                 # The usual case (one commit): without a pipeline, which costs more CPU
                 # than the command; a PUBLISH when the audience is one user.
-                message, channels = calls[0]
-                if len(channels) == 1:
-                    await client.publish(channels[0], message)
+                sha, arguments = calls[0]
+                if sha == PUBLISH_EACH_SHA and len(arguments) == 2:
+                    await client.publish(arguments[0], arguments[1])
                 else:
-                    await client.evalsha(FAN_OUT_SHA, 0, message, *channels)
+                    await client.evalsha(sha, 0, *arguments)
                 return
             # All of them script calls: after a script flush every one fails and they
             # are all sent again, in order (a PUBLISH among them would get ahead).
             async with client.pipeline(transaction=False) as pipe:
-                for message, channels in calls:
-                    pipe.evalsha(FAN_OUT_SHA, 0, message, *channels)
+                for sha, arguments in calls:
+                    pipe.evalsha(sha, 0, *arguments)
                 await pipe.execute()
 
-        async def send_loading_the_script(client: redis.Redis) -> None:
+        async def send_loading_the_scripts(client: redis.Redis) -> None:
             try:
                 await send(client)
             except NoScriptError:
-                # A new (or restarted, or flushed) Redis does not know it yet.
+                # A new (or restarted, or flushed) Redis does not know them yet.
                 await client.script_load(FAN_OUT)
+                await client.script_load(PUBLISH_EACH)
                 await send(client)
 
-        await self._command(send_loading_the_script)
+        await self._command(send_loading_the_scripts)
 
     async def _command(self, run: Callable[[redis.Redis], Awaitable[object]]) -> None:
         client = self._require_client()

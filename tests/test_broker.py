@@ -303,6 +303,42 @@ async def test_one_message_to_many_channels_reaches_each_even_after_a_script_flu
                 assert await receive(subscriber) == f"change {round_}"
 
 
+async def evalsha_calls(redis_client: redis.Redis) -> int:
+    stats = await redis_client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_messages_of_their_own_go_out_in_order_as_few_script_calls(
+    redis_url: str, open_broker: OpenBroker, redis_client: redis.Redis
+) -> None:
+    """Wake-ups that carry their change differ per user: a batch of them, around a run
+    of one message to many channels, is three script calls (not one per message), and
+    each channel still gets its messages in order, after a script flush too."""
+    broker = await open_broker(redis_url)
+    channels = [unique_channel(f"own{n}") for n in range(4)]
+    async with contextlib.AsyncExitStack() as stack:
+        subscribers = [await stack.enter_async_context(broker.subscribe(c)) for c in channels]
+        for round_ in range(2):
+            if round_ == 0:
+                await redis_client.script_flush()
+            before = await evalsha_calls(redis_client)
+            await broker.publish_many(
+                [(c, f"own {n} {round_}") for n, c in enumerate(channels[:2])]
+                + [(c, f"shared {round_}") for c in channels]
+                + [(channels[0], f"last {round_}"), (channels[3], f"last {round_}!")]
+            )
+            expected = [
+                [f"own 0 {round_}", f"shared {round_}", f"last {round_}"],
+                [f"own 1 {round_}", f"shared {round_}"],
+                [f"shared {round_}"],
+                [f"shared {round_}", f"last {round_}!"],
+            ]
+            for subscriber, messages in zip(subscribers, expected, strict=True):
+                assert await receive_n(subscriber, len(messages)) == messages
+            if round_ == 1:  # (the first one also counts the calls the flush refused)
+                assert await evalsha_calls(redis_client) - before == 3
+
+
 async def test_namespaces_keep_deployments_on_one_redis_apart(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
