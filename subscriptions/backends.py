@@ -177,7 +177,9 @@ class RedisBackend:
                     await client.evalsha(sha, 0, *arguments)
                 return
             # All of them script calls: after a script flush every one fails and they
-            # are all sent again, in order (a PUBLISH among them would get ahead).
+            # are all sent again, in order (a PUBLISH among them would get ahead). A
+            # Redis that knows only one of the scripts (loaded by an older version)
+            # gets the other one's messages again: a repeated wake-up is harmless.
             async with client.pipeline(transaction=False) as pipe:
                 for sha, arguments in calls:
                     pipe.evalsha(sha, 0, *arguments)
