@@ -21,11 +21,17 @@ def encode_json(message: object) -> str:
             and next(reversed(message)) == "payload"
         ):
             data: EncodedOnce = payload["data"]
-            spliced = '"payload":{"data":' + data.json + "}}"
             # graphql-transport-ws `next`, keys in strawberry's order: id, type, payload.
             if len(message) == 3 and next(iter(message)) == "id" and message.get("type") == "next":
-                operation = compact_json(message["id"])
-                return '{"id":' + operation + ',"type":"next",' + spliced
+                return next_message(message["id"], data)
+            spliced = '"payload":{"data":' + data.json + "}}"
             rest = compact_json({key: value for key, value in message.items() if key != "payload"})
             return (rest[:-1] + "," if len(rest) > 2 else "{") + spliced
     return compact_json(message)
+
+
+def next_message(operation_id: object, data: EncodedOnce) -> str:
+    """The graphql-transport-ws `next` message of an operation whose result is only
+    `data`, the text encode_json makes of strawberry's message dict for it."""
+    operation = compact_json(operation_id)
+    return '{"id":' + operation + ',"type":"next","payload":{"data":' + data.json + "}}"

@@ -58,7 +58,7 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.types.unset import UNSET, UnsetType
 
 from app.auth import TokenError
-from app.encoding import encode_json
+from app.encoding import encode_json, next_message
 from app.http_policy import GraphQLHTTPPolicy
 from app.runtime import Runtime
 from app.shared_values import SharedValues
@@ -72,6 +72,7 @@ from app.streaming import (
 from models import User
 from schema import Context
 from schema.errors import RATE_LIMITED
+from schema.execution import EncodedOnce
 from subscriptions.delivery import DeliveryObserver
 
 CLOSE_BAD_REQUEST = 4400
@@ -275,7 +276,7 @@ class TransportProtocolHandler(BaseGraphQLTransportWSHandler[Context, None]):
                     if not isinstance(result, ExecutionResult):
                         await self._reject_incremental_delivery(operation)
                         break
-                    await operation.send_next(result)
+                    await self._send_next(operation, result)
                     first = False
             finally:
                 with contextlib.suppress(Exception):  # as strawberry's aclosing
@@ -290,6 +291,39 @@ class TransportProtocolHandler(BaseGraphQLTransportWSHandler[Context, None]):
             with contextlib.suppress(Exception):
                 await operation.send_operation_message({"id": operation.id, "type": "complete"})
             self.operations.pop(operation.id, None)
+            raise
+
+    async def _send_next(
+        self, operation: Operation[Context, None], result: ExecutionResult
+    ) -> None:
+        """`operation.send_next(result)`. A result that is only shared data (a delivered
+        update: schema.execution.EncodedOnce) takes a shorter way to the same bytes: its
+        `next` message is written as text from the shared JSON and handed to Starlette's
+        WebSocket, skipping strawberry's message dict, its send_operation_message /
+        send_message / send_json layers and the generic encoder, per socket and update.
+        The same checks on the way: a completed operation sends nothing more, a
+        disconnect is strawberry's WebSocketDisconnected, and the delivery observer hears
+        of a failed send."""
+        data = result.data
+        websocket = self.websocket
+        if (
+            type(data) is not EncodedOnce
+            or result.errors
+            or result.extensions
+            or type(websocket) is not ASGIWebSocketAdapter
+        ):
+            await operation.send_next(result)
+            return
+        if operation.completed:  # (as send_operation_message)
+            return
+        message = {"type": "websocket.send", "text": next_message(operation.id, data)}
+        try:
+            try:
+                await websocket.ws.send(message)
+            except WebSocketDisconnect as exc:  # (as the adapter's send_json)
+                raise WebSocketDisconnected from exc
+        except BaseException as exc:  # (as send_message above)
+            self.context.deliveries.send_failed(exc)
             raise
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:

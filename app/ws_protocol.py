@@ -31,6 +31,12 @@ are bigger than their use:
   up), about 0.4 KiB less. Its `server` address and `subprotocols` (as a tuple) are
   shared too, about 0.2 KiB less.
 
+It also sends a text message on an open connection itself, with the frame made in one
+step (`text_frame`), where uvicorn's send goes through websockets' send_text, its Frame
+object and serializer, and data_to_send: one such send per socket per delivered update,
+so that path is the subscriptions' fan-out. Anything else (a binary message, a close,
+the handshake, a closing or compressed connection) is uvicorn's send, unchanged.
+
 This leans on uvicorn internals (our range is `uvicorn>=0.30`, unpinned), so the
 subclass is only used when uvicorn's source uses those attributes the way this module
 expects (read with `ast` once, at first use); otherwise `websocket_protocol()` returns
@@ -199,6 +205,58 @@ async def receive(self) -> ASGIReceiveEvent:
 }
 
 
+# uvicorn's `send`, as far as LeanWebSocketProtocol.send takes its place for a text
+# message on an open connection: its first steps, and its branch for that message (in
+# the handshake-complete case). If uvicorn's differ, the stock protocol is used.
+_SEND_START = """
+await self.writable.wait()
+if self.disconnected:
+    raise ClientDisconnected()
+"""
+_SEND_OPEN_CASE = "not self.close_sent and self.initial_response is None"
+_SEND_TEXT_BRANCH = """
+if message["type"] == "websocket.send":
+    bytes_data = message.get("bytes")
+    text_data = message.get("text")
+    if bytes_data is not None:
+        self.conn.send_binary(bytes_data)
+    elif text_data is not None:
+        self.conn.send_text(text_data.encode())
+    output = self.conn.data_to_send()
+    self.transport.write(b"".join(output))
+"""
+
+
+def _send_problem(cls: type) -> str | None:
+    """Why LeanWebSocketProtocol.send's text branch would not do what `cls.send` does."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(getattr(cls, "send"))))  # noqa: B009
+    except (AttributeError, OSError, TypeError, SyntaxError) as exc:
+        return f"cannot read uvicorn's send ({exc})"
+    send = tree.body[0]
+    if not isinstance(send, ast.AsyncFunctionDef):
+        return "uvicorn's send is not a coroutine function"
+    start = ast.parse(textwrap.dedent(_SEND_START)).body
+    if _dumps(send.body[: len(start)]) != _dumps(start):
+        return "uvicorn's send does not start the way app.ws_protocol expects"
+    open_case = ast.dump(ast.parse(_SEND_OPEN_CASE, mode="eval").body)
+    branch = _dumps(ast.parse(textwrap.dedent(_SEND_TEXT_BRANCH)).body)
+    for node in ast.walk(send):
+        if isinstance(node, ast.If) and ast.dump(node.test) == open_case:
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.If) and _dumps([_without_else(inner)]) == branch:
+                    return None
+    return "uvicorn's send does not send text the way app.ws_protocol expects"
+
+
+def _without_else(node: ast.If) -> ast.If:
+    return ast.If(test=node.test, body=node.body, orelse=[])
+
+
+def _dumps(statements: list[ast.stmt]) -> str:
+    return "\n".join(ast.dump(statement) for statement in statements)
+
+
 def _same_code(a: str, b: str) -> bool:
     return ast.dump(ast.parse(textwrap.dedent(a))) == ast.dump(ast.parse(textwrap.dedent(b)))
 
@@ -258,7 +316,7 @@ def internals_problem(cls: type = WebSocketsSansIOProtocol) -> str | None:
     for method in ("handle_connect", "send", "receive", "data_received"):
         if not callable(getattr(cls, method, None)):
             return f"uvicorn's WebSocket protocol has no {method}()"
-    return None
+    return _send_problem(cls)
 
 
 @functools.cache
@@ -269,7 +327,8 @@ def _warn_once(problem: str) -> None:
 
 
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's `websockets-sansio` protocol with smaller per-connection state."""
+    """uvicorn's `websockets-sansio` protocol with smaller per-connection state and a
+    shorter path for text messages."""
 
     # uvicorn sets 37 attributes on each protocol object; past 30, CPython stops sharing
     # the class's attribute keys and gives every instance a dict of its own (about 1.6
@@ -350,6 +409,28 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.ping_timer = timer  # (only ever cancelled, like the loop's TimerHandle)
 
     async def send(self, message: ASGISendEvent) -> None:
+        # A text message on an open connection (nearly every send: the updates): its
+        # frame written here, as uvicorn's branch for it would (websockets' send_text,
+        # data_to_send, transport.write), without those layers. Anything else, or any
+        # state that branch would treat otherwise, goes to uvicorn.
+        if message["type"] == "websocket.send":
+            text = message.get("text")
+            if type(text) is str and message.get("bytes") is None:
+                await self.writable.wait()
+                conn = self.conn
+                if (
+                    self.handshake_complete
+                    and not self.close_sent
+                    and self.initial_response is None
+                    and not self.disconnected
+                    and conn.state is State.OPEN
+                    and not conn.expect_continuation_frame
+                    and not conn.extensions
+                    and not conn.writes
+                    and not conn.debug
+                ):
+                    self.transport.write(text_frame(text.encode()))
+                    return
         await super().send(message)
         # The handshake response (and its headers) is only read until it is sent.
         # (Not `self.__dict__`: reading it would build the instance's own dict.)
@@ -362,6 +443,23 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         # The parser keeps the last frame it parsed (a local variable of its loop) until
         # the next one: for an idle subscription, its subscribe message.
         _restart_idle_parser(self.conn)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A server's unfragmented, unmasked, uncompressed WebSocket text frame (RFC 6455
+    5.2), the bytes websockets' Frame(TEXT, payload).serialize(mask=False) makes."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((_FIN_TEXT, length))
+    elif length < 0x10000:
+        header = bytes((_FIN_TEXT, 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((_FIN_TEXT, 127)) + length.to_bytes(8, "big")
+    return header + payload
+
+
+# FIN set, opcode 1 (text).
+_FIN_TEXT = 0x81
 
 
 def _share_scope_values(scope: Any) -> None:

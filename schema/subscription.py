@@ -203,7 +203,20 @@ def latest_changes(batch: Batch) -> list[LoggedChange]:
     return latest
 
 
+def batch_cursor(batch: Batch, user_id: int, change_id: int) -> str:
+    """encode_cursor(user_id, change_id), encoded once for all who share the batch."""
+    cursors = batch.scope.get(CURSORS_KEY)
+    if not isinstance(cursors, dict):
+        cursors = batch.scope[CURSORS_KEY] = {}
+    key = (user_id, change_id)
+    cursor = cursors.get(key)
+    if cursor is None:
+        cursor = cursors[key] = encode_cursor(user_id, change_id)
+    return cast("str", cursor)
+
+
 LATEST_KEY = "schema.latest_per_record"
+CURSORS_KEY = "schema.cursors"
 UPDATE_KEY = "schema.user_update"
 
 
@@ -268,7 +281,7 @@ class Subscription:
                             ) as ticket,
                             ctx.deliveries.delivering(viewer_id, change) as delivery,
                         ):
-                            cursor = encode_cursor(viewer_id, change.id)
+                            cursor = batch_cursor(batch, viewer_id, change.id)
                             item = await present(ctx, change, cursor, reads, ticket)
                             if item is not None:
                                 # (CloseSession releases the connection before the send)

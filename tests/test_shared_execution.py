@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from graphql.execution.executor import Executor
 
-from app.encoding import encode_json
+from app.encoding import encode_json, next_message
 from schema.execution import EncodedOnce
 from schema.json_text import compact_json
 from schema.subscription import UserUpdate
@@ -213,3 +213,15 @@ def test_a_shared_result_is_spliced_into_the_same_json(message: dict[str, Any]) 
     # Anything else is plain json.dumps.
     with_errors = {**shared, "payload": {**shared["payload"], "errors": [{"message": "x"}]}}
     assert json.loads(encode_json(with_errors))["payload"]["errors"] == [{"message": "x"}]
+
+
+@pytest.mark.parametrize("operation_id", ["1", 'odd "id"\n\u2028', "é"])
+def test_a_next_message_is_the_text_strawberrys_path_sends(operation_id: str) -> None:
+    """What the graphql-transport-ws handler sends for a shared result without going
+    through strawberry's message dict (app.graphql._send_next)."""
+    data = {"userUpdates": {"cursor": "c", "node": {"title": "é \u2028", "n": [1, None]}}}
+    message = {"id": operation_id, "type": "next", "payload": {"data": data}}
+    assert next_message(operation_id, EncodedOnce(data)) == compact_json(message)
+    assert next_message(operation_id, EncodedOnce(data)) == encode_json(
+        {**message, "payload": {"data": EncodedOnce(data)}}
+    )

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.asyncio.client import ClientConnection, connect
@@ -32,6 +33,7 @@ from app.ws_protocol import (
     SmallQueue,
     WritableFlag,
     internals_problem,
+    text_frame,
     websocket_protocol,
 )
 from tests.live import LiveServer, live_server, plain_server
@@ -170,9 +172,29 @@ class ReceivedOtherwise(WebSocketsSansIOProtocol):
         return await self.queue.get()  # never resumes reading
 
 
+class SendsTextOtherwise(WebSocketsSansIOProtocol):
+    async def send(self, message: Any) -> None:
+        await self.writable.wait()
+        if self.disconnected:
+            raise ClientDisconnected()
+        if not self.close_sent and self.initial_response is None:  # noqa: SIM102 - uvicorn's shape
+            if message["type"] == "websocket.send":
+                self.conn.send_text(message["text"].encode(), fin=False)  # fragments
+                output = self.conn.data_to_send()
+                self.transport.write(b"".join(output))
+
+
+class SendStartsOtherwise(WebSocketsSansIOProtocol):
+    async def send(self, message: Any) -> None:
+        if self.disconnected:  # no wait for the transport to take writes
+            raise ClientDisconnected()
+
+
 @pytest.mark.parametrize(
     ("cls", "problem"),
     [
+        (SendsTextOtherwise, "does not send text the way"),
+        (SendStartsOtherwise, "does not start the way"),
         (PingTimerHandedOut, "self.ping_timer in receive()"),
         (PingScheduledOtherwise, "schedule_ping is not the one"),
         (ReceivedOtherwise, "receive is not the one"),
@@ -253,6 +275,12 @@ async def test_a_protocol_whose_objects_are_not_the_expected_ones_keeps_them(
     assert len(warnings) == 1
     lean = LeanWebSocketProtocol(config=config, server_state=ServerState(), app_state={})
     assert (type(lean.queue), type(lean.writable)) == (SmallQueue, WritableFlag)
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_a_text_frame_is_the_bytes_websockets_makes(length: int) -> None:
+    payload = ("é" * length).encode()[:length]
+    assert text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
 
 
 def test_python_m_app_serves_websockets_with_the_lean_protocol(sqlite_url: str) -> None:
@@ -416,6 +444,34 @@ async def test_once_open_the_parser_keeps_no_handshake_request_and_still_parses(
         assert await asyncio.wait_for(connection.recv(), TIMEOUT) == "fragmented"
         await asyncio.wait_for(await connection.ping(), TIMEOUT)
     assert connection.close_code == 1000
+
+
+async def test_binary_messages_and_sends_after_the_close_are_uvicorns_as_before() -> None:
+    """Text messages on an open connection are framed by the lean protocol itself; a
+    binary message goes through uvicorn's send as before, and so does a text message
+    after the app's close, which uvicorn refuses."""
+    after_close: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "bytes": b"\x00binary"})
+        await send({"type": "websocket.send", "text": "text"})
+        await send({"type": "websocket.close", "code": 4000})
+        try:
+            await send({"type": "websocket.send", "text": "too late"})
+        except BaseException as exc:
+            after_close.set_result(exc)
+            return
+        after_close.set_result(None)
+
+    async with plain_server(app) as (url, _server), connect(url) as connection:
+        assert await asyncio.wait_for(connection.recv(), TIMEOUT) == b"\x00binary"
+        assert await asyncio.wait_for(connection.recv(), TIMEOUT) == "text"
+        assert await close_code(connection) == 4000
+        refused = await asyncio.wait_for(after_close, TIMEOUT)
+    assert isinstance(refused, RuntimeError)
+    assert "after sending 'websocket.close'" in str(refused)
 
 
 async def test_a_frame_begun_before_the_socket_opened_is_read_to_its_end() -> None:
