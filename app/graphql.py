@@ -61,6 +61,7 @@ from app.auth import TokenError
 from app.encoding import encode_json, next_message
 from app.http_policy import GraphQLHTTPPolicy
 from app.runtime import Runtime
+from app.send_next import sent_the_short_way
 from app.shared_values import SharedValues
 from app.socket_view import serve_websocket, warn_once, websocket_branch_problem
 from app.streaming import (
@@ -72,7 +73,6 @@ from app.streaming import (
 from models import User
 from schema import Context
 from schema.errors import RATE_LIMITED
-from schema.execution import EncodedOnce
 from subscriptions.delivery import DeliveryObserver
 
 CLOSE_BAD_REQUEST = 4400
@@ -296,33 +296,26 @@ class TransportProtocolHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def _send_next(
         self, operation: Operation[Context, None], result: ExecutionResult
     ) -> None:
-        """`operation.send_next(result)`. A result that is only shared data (a delivered
-        update: schema.execution.EncodedOnce) takes a shorter way to the same bytes: its
-        `next` message is written as text from the shared JSON and handed to Starlette's
-        WebSocket, skipping strawberry's message dict, its send_operation_message /
-        send_message / send_json layers and the generic encoder, per socket and update.
-        The same checks on the way: a completed operation sends nothing more, a
-        disconnect is strawberry's WebSocketDisconnected, and the delivery observer hears
-        of a failed send."""
-        data = result.data
-        websocket = self.websocket
-        if (
-            type(data) is not EncodedOnce
-            or result.errors
-            or result.extensions
-            or type(websocket) is not ASGIWebSocketAdapter
-        ):
+        """`operation.send_next(result)`; a delivered update (data shared by identical
+        subscriptions) the short way (app.send_next): its `next` message written from
+        the shared JSON and handed to Starlette's WebSocket, with strawberry's checks on
+        the way (nothing once the operation completed, WebSocketDisconnect raised as
+        WebSocketDisconnected) and the delivery observer told of a failed send, as
+        send_message above."""
+        data = sent_the_short_way(self.websocket, result)
+        if data is None:
             await operation.send_next(result)
             return
-        if operation.completed:  # (as send_operation_message)
+        if operation.completed:
             return
+        socket = cast("ASGIWebSocketAdapter", self.websocket).ws
         message = {"type": "websocket.send", "text": next_message(operation.id, data)}
         try:
             try:
-                await websocket.ws.send(message)
-            except WebSocketDisconnect as exc:  # (as the adapter's send_json)
+                await socket.send(message)
+            except WebSocketDisconnect as exc:
                 raise WebSocketDisconnected from exc
-        except BaseException as exc:  # (as send_message above)
+        except BaseException as exc:
             self.context.deliveries.send_failed(exc)
             raise
 
