@@ -35,14 +35,14 @@ from schema.execution import EncodedOnce
 
 logger = logging.getLogger(__name__)
 
+# Per step: the installed function, and the source the short way was written against.
+Steps = dict[str, tuple[Callable[..., object], str]]
+
 # strawberry 0.341's steps from a result to Starlette's WebSocket, which the short way
 # takes in one: `next_message` for the message's text, then Starlette's
 # `send({"type": "websocket.send", "text": ...})` (what its `send_text` does), with
 # WebSocketDisconnect raised as WebSocketDisconnected, nothing sent once the operation
 # completed.
-# Per step: the installed function, and the source the short way was written against.
-Steps = dict[str, tuple[Callable[..., object], str]]
-
 _STRAWBERRY_STEPS: Steps = {
     "Operation.send_next": (
         Operation.send_next,

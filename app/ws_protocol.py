@@ -227,10 +227,10 @@ if message["type"] == "websocket.send":
 """
 
 
-def _send_problem(cls: type) -> str | None:
+def _send_problem(cls: type[Any]) -> str | None:
     """Why LeanWebSocketProtocol.send's text branch would not do what `cls.send` does."""
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(getattr(cls, "send"))))  # noqa: B009
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls.send)))
     except (AttributeError, OSError, TypeError, SyntaxError) as exc:
         return f"cannot read uvicorn's send ({exc})"
     send = tree.body[0]
