@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from asyncio import get_running_loop as loop
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from types import MappingProxyType
 from typing import Any, Protocol, cast
 
@@ -25,16 +25,22 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     GraphQLError,
+    GraphQLObjectType,
     OperationDefinitionNode,
     VariableNode,
     Visitor,
     visit,
 )
+from graphql.execution.collect_fields import DeferUsage, GroupedFieldSet
 from graphql.execution.executor import CollectedErrors
 from graphql.pyutils import Path, RefMap
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from schema.field_plans import FieldPlan, field_plan
 from schema.json_text import compact_json
+
+# SubscriptionSafeExecutionContext._fields before the subscription's first event.
+_UNPLANNED = object()
 
 
 class EncodedOnce(dict[str, Any]):
@@ -163,6 +169,9 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
     _shared_results: dict[Any, Any] | None = None
     # The subscription's share key (computed once, on the subscription's executor).
     _share_key: tuple[Any, ...] | None = None
+    # The subscription's FieldPlan (schema.field_plans), found at its first event and
+    # copied to every per-event copy; None if it has none.
+    _fields: object = _UNPLANNED
 
     def build_per_event_executor(self, payload: Any) -> Any:
         shared = getattr(payload, "shared_results", None)
@@ -173,10 +182,15 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
             if operation is self.operation and isinstance(found, ExecutionResult):
                 # Executed already: no executor to build for this event.
                 return _Executed(found)
+        fields = self._fields
+        if fields is _UNPLANNED:
+            fields = self._fields = field_plan(self.operation, self._result_variable_values())
         executor = cast(
             "SubscriptionSafeExecutionContext", super().build_per_event_executor(payload)
         )
-        executor._relevant_sub_fields = {}
+        # The plan's memo (keyed by the plan's lists: see execute_collected_root_fields),
+        # else one of the event's own.
+        executor._relevant_sub_fields = fields.sub_fields if isinstance(fields, FieldPlan) else {}
         if isinstance(shared, dict):
             executor._share_key = self._share_key
             executor._shared_results = shared
@@ -194,15 +208,36 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self.groups = self.tasks = self.streams = cast("list[Any]", _NO_WORK)
         self._initial_execution_plans = self._deferred_execution_plans = _NO_ENTRIES
 
-    def _subscription_share_key(self) -> tuple[Any, ...]:
+    def _result_variable_values(self) -> dict[str, Any]:
+        """The coerced values of the variables an event's result depends on."""
         names = result_variables(self.operation, self.fragment_definitions.values())
         coerced = self.variable_values.coerced
-        values = {name: coerced.get(name) for name in sorted(names)}
+        return {name: coerced.get(name) for name in sorted(names)}
+
+    def _subscription_share_key(self) -> tuple[Any, ...]:
         viewer = getattr(self.context_value, "viewer_id", None)
         return (
             id(self.operation),
             viewer,
-            json.dumps(values, sort_keys=True, default=repr),
+            json.dumps(self._result_variable_values(), sort_keys=True, default=repr),
+        )
+
+    def execute_collected_root_fields(
+        self,
+        root_type: GraphQLObjectType,
+        root_value: Any,
+        grouped_field_set: GroupedFieldSet,
+        serially: bool,
+        new_defer_usages: Sequence[DeferUsage],
+    ) -> Any:
+        # An event of a subscription with a plan executes the root fields its plan
+        # collected first (equal to these, but the very lists the plan's memo of
+        # subfields is keyed by), so that every object below is collected once per plan.
+        fields = self._fields
+        if isinstance(fields, FieldPlan) and not new_defer_usages:
+            grouped_field_set = fields.root_fields(grouped_field_set)
+        return super().execute_collected_root_fields(
+            root_type, root_value, grouped_field_set, serially, new_defer_usages
         )
 
     def execute_operation(self, serially: bool | None = None) -> Any:

@@ -19,7 +19,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
+import graphql.execution.executor
 import pytest
+from graphql import OperationType
 from graphql.execution.executor import Executor
 
 from app.encoding import encode_json, next_message
@@ -193,6 +195,48 @@ async def test_each_viewer_gets_their_own_execution(realtime: Realtime) -> None:
         assert emails(update) == {ann.id: ann.email, bob.id: None}
     for update in received[3:]:
         assert emails(update) == {ann.id: None, bob.id: bob.email}
+
+
+async def test_fields_are_collected_once_per_document_and_variables_not_per_event(
+    realtime: Realtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each viewer's update is executed (Ann's and Bob's, with and without the title),
+    but what their selections collect for an UpdatedCard's types is worked out once per
+    document and variables (schema.field_plans), at the first event: not again."""
+    ann = await realtime.api.account("Ann")
+    bob = await realtime.api.account("Bob")
+    board = await realtime.api.board(ann)
+    await realtime.api.add_member(ann, board, bob, "EDITOR")
+    card = await realtime.api.card(ann, board)
+    wanted = [(WITH_TITLE, {"withTitle": True}), (WITH_TITLE, {"withTitle": False})]
+    collected: list[str] = []
+    collect = graphql.execution.executor.collect_subfields
+
+    def counted(
+        schema: Any, fragments: Any, values: Any, operation: Any, return_type: Any, *rest: Any
+    ) -> Any:
+        if operation.operation is OperationType.SUBSCRIPTION:  # (not the renames)
+            collected.append(return_type.name)
+        return collect(schema, fragments, values, operation, return_type, *rest)
+
+    monkeypatch.setattr(graphql.execution.executor, "collect_subfields", counted)
+    async with (
+        sockets(realtime, ann, wanted) as ann_sockets,
+        sockets(realtime, bob, wanted) as bob_sockets,
+    ):
+        everyone = [*ann_sockets, *bob_sockets]
+        await live(realtime, ann, card, everyone)
+        assert collected  # (the first events collected)
+        collected.clear()
+        with counting_executions(monkeypatch) as executions:
+            for n in range(3):
+                await rename_card(realtime, ann, card, f"Title {n}")
+                received = await asyncio.gather(*(next_about(s, card) for s in everyone))
+                await realtime.server.runtime.relay.idle()
+                titles = [update["node"].get("title") for update in received]
+                assert titles == [f"Title {n}", None, f"Title {n}", None]
+    assert executions.count == 3 * 4  # (two viewers, two values of $withTitle)
+    assert collected == []
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from graphql import parse
 
 from schema import build_schema
 from schema.execution import SubscriptionSafeExecutionContext
+from schema.field_plans import FieldPlan
 
 DOCUMENT = parse("subscription { userUpdates { cursor op id } }")
 # CPython shares a class's instance attribute keys (no dict per instance) up to this.
@@ -30,8 +31,10 @@ def subscription_executor() -> SubscriptionSafeExecutionContext:
 
 def test_the_executor_keeps_few_enough_instance_attributes_to_share_their_keys() -> None:
     executor = subscription_executor()
-    # (The share key is set on the first event; it counts too.)
+    # (The share key and the field plan are set on the first event; they count too.)
     executor._share_key = ("operation", 1, "{}")
+    executor.build_per_event_executor(object())
+    assert isinstance(executor._fields, FieldPlan)
     assert len(vars(executor)) <= SHARED_KEYS_MAX
 
 
@@ -40,6 +43,7 @@ def test_a_per_event_executor_sees_the_subscriptions_state() -> None:
     event = executor.build_per_event_executor(object())
 
     assert isinstance(event, SubscriptionSafeExecutionContext)
+    assert event._fields is executor._fields
     assert event.operation_extensions == {"trace": True}
     for name in SubscriptionSafeExecutionContext.__slots__:
         assert getattr(event, name) is getattr(executor, name), name
@@ -75,7 +79,14 @@ def test_an_idle_subscriptions_executor_keeps_no_execution_state_of_its_own() ->
     assert isinstance(second, SubscriptionSafeExecutionContext)
     assert first.collected_errors is not second.collected_errors
     assert first.collected_errors is not executor.collected_errors
-    assert first._relevant_sub_fields is not second._relevant_sub_fields
-    first._relevant_sub_fields[KEY] = NOTHING  # (its own)
+    # The subfields they collect go to the memo of the subscription's field plan, which
+    # every subscription with this document and these variables shares (its keys are
+    # the plan's lists: schema.field_plans), not to the executor's.
+    plan = executor._fields
+    assert isinstance(plan, FieldPlan)
+    assert first._relevant_sub_fields is plan.sub_fields is second._relevant_sub_fields
+    assert other.build_per_event_executor(object())._relevant_sub_fields is plan.sub_fields
+    first._relevant_sub_fields[KEY] = NOTHING  # (writable)
+    del plan.sub_fields[KEY]
     assert first.background_futures is background
     assert first.operation_extensions == {"trace": True}
