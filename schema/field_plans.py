@@ -21,6 +21,7 @@ on with the subscriptions that have it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import OrderedDict
 from typing import Any
@@ -50,7 +51,7 @@ class FieldPlan:
         return self.root
 
 
-_PLANS: OrderedDict[tuple[int, str], FieldPlan] = OrderedDict()
+_PLANS: OrderedDict[tuple[int, bytes], FieldPlan] = OrderedDict()
 
 
 def field_plan(operation: OperationDefinitionNode, values: dict[str, Any]) -> FieldPlan | None:
@@ -58,9 +59,11 @@ def field_plan(operation: OperationDefinitionNode, values: dict[str, Any]) -> Fi
     (schema.execution.result_variables, coerced); None when their JSON cannot tell them
     apart."""
     try:
-        key = (id(operation), json.dumps(values, sort_keys=True))
+        text = json.dumps(values, sort_keys=True)
     except (TypeError, ValueError):
         return None
+    # (A digest: the process keeps no client's variable values.)
+    key = (id(operation), hashlib.sha256(text.encode()).digest())
     plan = _PLANS.get(key)
     if plan is not None and plan.operation is operation:
         _PLANS.move_to_end(key)
