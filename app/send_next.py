@@ -17,11 +17,9 @@ every result goes strawberry's way, and one warning is logged.
 
 from __future__ import annotations
 
-import ast
 import functools
 import inspect
 import logging
-import textwrap
 from collections.abc import Callable
 
 from strawberry.asgi import ASGIWebSocketAdapter
@@ -31,6 +29,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.types.execution import ExecutionResult
 
+from app.source_check import code_dump
 from schema.execution import EncodedOnce
 
 logger = logging.getLogger(__name__)
@@ -98,10 +97,6 @@ async def send_json(self, message: Mapping[str, object]) -> None:
 }
 
 
-def _dump(source: str) -> str:
-    return ast.dump(ast.parse(textwrap.dedent(source)))
-
-
 @functools.cache
 def strawberry_send_problem() -> str | None:
     """Why the short way can't stand in for strawberry's steps, or None if it can."""
@@ -117,7 +112,7 @@ def steps_problem(steps: Steps) -> str | None:
         except (OSError, TypeError) as exc:
             return f"cannot read strawberry's {name} ({exc})"
         try:
-            same = _dump(source) == _dump(expected)
+            same = code_dump(source) == code_dump(expected)
         except SyntaxError as exc:
             return f"cannot parse strawberry's {name} ({exc})"
         if not same:

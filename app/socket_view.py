@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import inspect
 import logging
 import textwrap
 from typing import TYPE_CHECKING, Any, cast
@@ -26,6 +25,8 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.http.async_base_view import AsyncBaseHTTPView
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+
+from app.source_check import coroutine_tree, statements_dump
 
 if TYPE_CHECKING:
     from app.graphql import GraphQLView, LegacyProtocolHandler, TransportProtocolHandler
@@ -77,23 +78,15 @@ if self.is_websocket_request(request):
 """
 
 
-def _dump(statements: list[ast.stmt]) -> str:
-    return "\n".join(ast.dump(statement) for statement in statements)
-
-
 @functools.cache
 def websocket_branch_problem(view_class: type[Any] = AsyncBaseHTTPView) -> str | None:
     """Why serve_websocket can't stand in for `view_class.run`'s WebSocket branch, or
     None if it can."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(view_class.run)))
-    except (AttributeError, OSError, TypeError, SyntaxError) as exc:
-        return f"cannot read strawberry's view source ({exc})"
-    run = tree.body[0]
-    if not isinstance(run, ast.AsyncFunctionDef):
-        return "strawberry's run() is not a coroutine function"
+    run = coroutine_tree(getattr(view_class, "run", None), "strawberry's run()")
+    if isinstance(run, str):
+        return run
     expected = ast.parse(textwrap.dedent(_STRAWBERRY_BRANCH)).body
-    if _dump(run.body[: len(expected)]) != _dump(expected):
+    if statements_dump(run.body[: len(expected)]) != statements_dump(expected):
         return "strawberry's run() does not serve WebSockets the way app.socket_view expects"
     return None
 

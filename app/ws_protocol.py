@@ -62,6 +62,7 @@ from websockets.http11 import Request
 from websockets.protocol import Protocol, State
 
 from app.shared_values import SharedValues
+from app.source_check import code_dump, coroutine_tree, statements_dump
 from app.timer_heap import TimerHeap
 from subscriptions.small_queue import SmallQueue
 
@@ -229,36 +230,24 @@ if message["type"] == "websocket.send":
 
 def _send_problem(cls: type[Any]) -> str | None:
     """Why LeanWebSocketProtocol.send's text branch would not do what `cls.send` does."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls.send)))
-    except (AttributeError, OSError, TypeError, SyntaxError) as exc:
-        return f"cannot read uvicorn's send ({exc})"
-    send = tree.body[0]
-    if not isinstance(send, ast.AsyncFunctionDef):
-        return "uvicorn's send is not a coroutine function"
+    send = coroutine_tree(getattr(cls, "send", None), "uvicorn's send")
+    if isinstance(send, str):
+        return send
     start = ast.parse(textwrap.dedent(_SEND_START)).body
-    if _dumps(send.body[: len(start)]) != _dumps(start):
+    if statements_dump(send.body[: len(start)]) != statements_dump(start):
         return "uvicorn's send does not start the way app.ws_protocol expects"
     open_case = ast.dump(ast.parse(_SEND_OPEN_CASE, mode="eval").body)
-    branch = _dumps(ast.parse(textwrap.dedent(_SEND_TEXT_BRANCH)).body)
+    branch = statements_dump(ast.parse(textwrap.dedent(_SEND_TEXT_BRANCH)).body)
     for node in ast.walk(send):
         if isinstance(node, ast.If) and ast.dump(node.test) == open_case:
             for inner in ast.walk(node):
-                if isinstance(inner, ast.If) and _dumps([_without_else(inner)]) == branch:
+                if isinstance(inner, ast.If) and statements_dump([_without_else(inner)]) == branch:
                     return None
     return "uvicorn's send does not send text the way app.ws_protocol expects"
 
 
 def _without_else(node: ast.If) -> ast.If:
     return ast.If(test=node.test, body=node.body, orelse=[])
-
-
-def _dumps(statements: list[ast.stmt]) -> str:
-    return "\n".join(ast.dump(statement) for statement in statements)
-
-
-def _same_code(a: str, b: str) -> bool:
-    return ast.dump(ast.parse(textwrap.dedent(a))) == ast.dump(ast.parse(textwrap.dedent(b)))
 
 
 def _uses_of_self_attributes(cls: type) -> list[tuple[str, str, ast.AST | None]]:
@@ -311,7 +300,7 @@ def internals_problem(cls: type = WebSocketsSansIOProtocol) -> str | None:
             source = inspect.getsource(getattr(cls, name))
         except (AttributeError, OSError, TypeError) as exc:
             return f"cannot read uvicorn's {name} ({exc})"
-        if not _same_code(source, expected):
+        if code_dump(source) != code_dump(expected):
             return f"uvicorn's {name} is not the one app.ws_protocol expects"
     for method in ("handle_connect", "send", "receive", "data_received"):
         if not callable(getattr(cls, method, None)):
