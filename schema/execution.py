@@ -99,16 +99,21 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """graphql-core 3.3 copies the executor for every subscription event, but the copy
     shares the memo of collected subfields, keyed by the identity of lists built anew
     for each event: it grows by a few KiB per delivered update for as long as the
-    subscription lives. Each event gets its own memo here (it still serves the lists
-    within that event, which is what it is for).
+    subscription lives. Here each event uses the memo of the subscription's field plan
+    (schema.field_plans), and executes the root fields the plan collected first, so
+    that the memo's keys are the same lists at every event: it holds one entry per type
+    a selection completes, shared by every subscription with the plan, and answers from
+    the second event on. A subscription without a plan gives each event a memo of its
+    own (it still serves the lists within that event).
 
     The subscription's own executor is kept for its whole life but executes nothing:
     once its source stream exists (schema.operation_stream), its containers that only
     an execution uses (`EXECUTION_STATE`) are replaced by empty ones shared by every
     subscription, which refuse to be written: about 1.2 KiB less per idle subscription
     (its empty sets, lists and RefMaps; tracemalloc). Its per-event copies still get
-    their own `collected_errors` (graphql-core's copy) and memo (above), and share the
-    rest, as they shared the subscription's; for a subscription those stay empty:
+    their own `collected_errors` (graphql-core's copy) and the plan's memo (above), and
+    share the rest, as they shared the subscription's; for a subscription those stay
+    empty:
 
     - `pending_incremental_futures`, `groups`, `tasks`, `streams` and the two execution
       plan memos: only `@defer` and `@stream` put anything in them (early-executed
