@@ -11,10 +11,15 @@ column types' conversions (each column's result processor, e.g. UTCDateTime and 
 role enum).
 
 `rows(statement, parameters)` answers as `AsyncSession.execute(statement).all()` would
-for the two shapes the loaders use: `select(Model)` gives one-element tuples of Model
-instances (made as the ORM makes loaded ones: without calling `__init__`, every column
-attribute set; not attached to any session, relationships not loaded), and a select of
-table columns gives tuples of their values. Anything else is refused (TypeError).
+for the shapes the loaders and the driver writes use: `select(Model)` gives one-element
+tuples of Model instances (made as the ORM makes loaded ones: without calling
+`__init__`, every column attribute set; not attached to any session, relationships not
+loaded), `select(Model, column, ...)` tuples of an instance and the columns' values, and
+a select of table columns tuples of their values. Anything else is refused (TypeError).
+
+DriverWrite is the same on a read-write READ COMMITTED transaction that commits (a
+write session's isolation): `execute` also runs an UPDATE whose RETURNING names table
+columns, and `fetch` a statement in asyncpg's own text (schema.mutations.card_update).
 
 Errors come as SQLAlchemy's would (DBAPIError; a connection PostgreSQL dropped is
 invalidated and says so), so read_retrying_stale runs a read again on a fresh one.
@@ -24,19 +29,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
 
-from sqlalchemy import Column, Select, inspect
+from sqlalchemy import Column, Select, Update, inspect
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import Mapper
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import ColumnProperty, InstrumentedAttribute, Mapper
+from sqlalchemy.sql.schema import CallableColumnDefault
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import greenlet_spawn
 
 from models.database import errors_as_sqlalchemys, give_back
 
 Processor = Callable[[Any], Any] | None
+# What `rows` runs: a SELECT of any columns, or an UPDATE (DriverWrite.execute).
+Statement = Select[*tuple[Any, ...]] | Update
 
 
 @dataclass(slots=True)
@@ -52,10 +60,15 @@ class _Plan:
     # The selected columns' types, and what the dialect makes of them: known at the
     # first run (some result processors depend on the type PostgreSQL describes).
     types: tuple[TypeEngine[Any], ...]
-    # The mapped class and its attribute per column, for select(Model); None for columns.
+    # The mapped class and its attribute per column, for select(Model) and
+    # select(Model, column, ...): the first len(keys) columns are the instance's, the rest
+    # come after it as values. None for columns alone.
     mapper: Mapper[Any] | None
     keys: tuple[str, ...]
     results: tuple[Processor, ...] | None = None
+    # An UPDATE's columns set by their Python `onupdate` where not given (SQLAlchemy
+    # calls them with the execution context: here there is none).
+    defaults: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
 
     def describe(self, dialect: Dialect, type_oids: list[int]) -> None:
         """Set the result processors, from the type of each column PostgreSQL
@@ -68,7 +81,12 @@ class _Plan:
     def arguments(self, parameters: Mapping[str, Any]) -> list[Any]:
         values = []
         for name, process in zip(self.names, self.binds, strict=True):
-            value = parameters[name] if name in parameters else self.constants[name]
+            if name in parameters:
+                value = parameters[name]
+            elif name in self.defaults:
+                value = self.defaults[name](None)
+            else:
+                value = self.constants[name]
             values.append(value if process is None else process(value))
         return values
 
@@ -81,17 +99,18 @@ class _Plan:
         if self.mapper is None:
             return tuple(values)
         instance = self.mapper.class_manager.new_instance()
-        instance.__dict__.update(zip(self.keys, values, strict=True))
-        return (instance,)
+        width = len(self.keys)
+        instance.__dict__.update(zip(self.keys, values[:width], strict=True))
+        return (instance, *values[width:])
 
 
 # Built once per statement object: the loaders' statements are themselves built once
 # (schema.loaders), so this stays small; it is cleared if it ever grows past the limit.
-_PLANS: dict[int, tuple[Select[Any], _Plan]] = {}
+_PLANS: dict[int, tuple[Statement, _Plan]] = {}
 _PLANS_LIMIT = 512
 
 
-def _plan(statement: Select[Any], dialect: Dialect) -> _Plan:
+def _plan(statement: Statement, dialect: Dialect) -> _Plan:
     found = _PLANS.get(id(statement))
     if found is not None and found[0] is statement:
         return found[1]
@@ -103,21 +122,8 @@ def _plan(statement: Select[Any], dialect: Dialect) -> _Plan:
     return plan
 
 
-def _compile(statement: Select[Any], dialect: Dialect) -> _Plan:
-    descriptions = statement.column_descriptions
-    exprs = [description["expr"] for description in descriptions]
-    entity = descriptions[0].get("entity") if len(descriptions) == 1 else None
-    columns = list(statement.selected_columns)
-    mapper: Mapper[Any] | None = None
-    if entity is not None and exprs[0] is entity:
-        mapper = inspect(entity)
-        keys = tuple(mapper.get_property_by_column(column).key for column in columns)
-    elif all(isinstance(expr, Column) for expr in exprs):
-        keys = ()
-    else:
-        raise TypeError(
-            f"a driver snapshot runs select(Model) or a select of table columns, not {statement}"
-        )
+def _compile(statement: Statement, dialect: Dialect) -> _Plan:
+    columns, mapper, keys = _shape(statement)
     compiled = statement.compile(dialect=dialect)
     names = tuple(compiled.positiontup or ())
     binds = tuple(
@@ -125,7 +131,58 @@ def _compile(statement: Select[Any], dialect: Dialect) -> _Plan:
     )
     types = tuple(column.type for column in columns)
     constants = {name: value for name, value in compiled.params.items() if value is not None}
-    return _Plan(compiled.string, names, constants, binds, types, mapper, keys)
+    defaults = {
+        column.key: column.onupdate.arg
+        for column in compiled.update_prefetch
+        if isinstance(column.onupdate, CallableColumnDefault)
+    }
+    return _Plan(compiled.string, names, constants, binds, types, mapper, keys, defaults=defaults)
+
+
+def _shape(
+    statement: Statement,
+) -> tuple[list[Any], Mapper[Any] | None, tuple[str, ...]]:
+    """The columns a statement returns, and the mapper and attribute keys of the entity
+    its first columns make (None, () for columns alone)."""
+    if isinstance(statement, Update):
+        returned = list(statement.exported_columns)
+        if not all(isinstance(column, Column) for column in returned):
+            raise TypeError(f"a driver write's UPDATE returns table columns, not {statement}")
+        return returned, None, ()
+    columns = list(statement.selected_columns)
+    exprs = [description["expr"] for description in statement.column_descriptions]
+    entity = statement.column_descriptions[0].get("entity")
+    if entity is not None and exprs[0] is entity and all(_is_column(e) for e in exprs[1:]):
+        mapper: Mapper[Any] = inspect(entity)
+        width = len(columns) - (len(exprs) - 1)
+        keys = tuple(mapper.get_property_by_column(column).key for column in columns[:width])
+        return columns, mapper, keys
+    if all(_is_column(expr) for expr in exprs):
+        return columns, None, ()
+    raise TypeError(
+        "a driver snapshot runs select(Model), select(Model, column, ...) or a select of "
+        f"table columns, not {statement}"
+    )
+
+
+def _is_column(expr: Any) -> bool:
+    """A table column, or a mapped class's attribute for one (Membership.role)."""
+    if isinstance(expr, InstrumentedAttribute):
+        return isinstance(expr.property, ColumnProperty) and isinstance(expr.expression, Column)
+    return isinstance(expr, Column)
+
+
+def driver_engine(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine | None:
+    """The engine `sessions` bind to, where it is PostgreSQL on asyncpg: what
+    DriverSnapshot and DriverWrite run on. None otherwise (SQLite: sessions)."""
+    bind = sessions.kw.get("bind")
+    if (
+        isinstance(bind, AsyncEngine)
+        and bind.dialect.name == "postgresql"
+        and bind.dialect.driver == "asyncpg"
+    ):
+        return bind
+    return None
 
 
 class DriverSnapshot:
@@ -141,24 +198,33 @@ class DriverSnapshot:
         # Why the connection cannot be trusted any more (dropped, or a statement
         # interrupted half-way): close() then invalidates it instead of rolling back.
         self._broken: BaseException | None = None
+        # Committed (DriverWrite.commit): close() has nothing to roll back.
+        self._committed = False
+
+    # The transaction it runs (asyncpg's Connection.transaction options).
+    TRANSACTION: ClassVar[Mapping[str, Any]] = {"isolation": "repeatable_read", "readonly": True}
 
     @classmethod
-    async def open(cls, engine: AsyncEngine) -> DriverSnapshot:
+    async def open(cls, engine: AsyncEngine) -> Self:
         raw = await engine.raw_connection()
         try:
             driver: Any = raw.driver_connection
             # The BEGIN is the connection's first use: on one PostgreSQL dropped it
             # fails here, as DBAPIError with connection_invalidated.
             with errors_as_sqlalchemys("BEGIN", (), driver, raw.invalidate):
-                transaction = driver.transaction(isolation="repeatable_read", readonly=True)
+                transaction = driver.transaction(**cls.TRANSACTION)
                 await transaction.start()
         except BaseException:
             await give_back(raw)
             raise
         return cls(engine.dialect, raw, transaction)
 
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
     async def rows(
-        self, statement: Select[Any], parameters: Mapping[str, Any]
+        self, statement: Statement, parameters: Mapping[str, Any]
     ) -> list[tuple[Any, ...]]:
         plan = _plan(statement, self._dialect)
         arguments = plan.arguments(parameters)
@@ -179,7 +245,7 @@ class DriverSnapshot:
         or whose ROLLBACK failed, is invalidated instead: never pooled with a
         transaction open."""
         try:
-            if self._broken is None:
+            if self._broken is None and not self._committed:
                 try:
                     await self._transaction.rollback()
                 except BaseException as exc:
@@ -193,3 +259,27 @@ class DriverSnapshot:
                 # leave that statement running, holding or waiting for locks).
                 await asyncio.shield(greenlet_spawn(self._raw.invalidate, self._broken))
             await give_back(self._raw)
+
+
+class DriverWrite(DriverSnapshot):
+    """A write transaction on a pooled connection's asyncpg driver, at a write session's
+    isolation (READ COMMITTED): `await DriverWrite.open(engine)`, `rows` (SELECT ... FOR
+    UPDATE among them), `execute` (an UPDATE), `fetch` (asyncpg's own text), then
+    `commit()`; `close()` always, which rolls back what was not committed."""
+
+    TRANSACTION: ClassVar[Mapping[str, Any]] = {"isolation": "read_committed"}
+
+    async def execute(self, statement: Update, parameters: Mapping[str, Any]) -> list[Any]:
+        """Run an UPDATE (bind parameters by name, as for `rows`); its RETURNING rows."""
+        return await self.rows(statement, parameters)
+
+    async def fetch(self, statement: str, *args: Any) -> list[Any]:
+        """Run `statement` (`$1, $2, ...` placeholders) as asyncpg does: its Records."""
+        with errors_as_sqlalchemys(statement, args, self._driver, self._break):
+            records: list[Any] = await self._driver.fetch(statement, *args)
+        return records
+
+    async def commit(self) -> None:
+        with errors_as_sqlalchemys("COMMIT", (), self._driver, self._break):
+            await self._transaction.commit()
+        self._committed = True

@@ -258,6 +258,11 @@ class Context:
             # A row changed under us between read and write (mutations that know the
             # record turn this into CONFLICT with its version first: write_record).
             raise ConcurrentChange() from None
+        await self.wrote()
+
+    async def wrote(self) -> None:
+        """After a write committed (write(), or one on the driver): what the operation
+        reads next comes from a fresh transaction and empty loaders."""
         async with self._lock:
             if self._session is not None and self._session.in_transaction():
                 await self._session.commit()

@@ -29,13 +29,13 @@ COMMENT = ANY_MEMBER
 
 
 # Built once (asked by every write): building a statement costs more CPU than running it.
-_ROLE_ON_BOARD = select(Membership.role).where(
+ROLE_ON_BOARD = select(Membership.role).where(
     Membership.user_id == bindparam("user_id"), Membership.board_id == bindparam("board_id")
 )
 
 
 async def role_on_board(session: AsyncSession, user_id: int, board_id: int) -> Role | None:
-    return await session.scalar(_ROLE_ON_BOARD, {"user_id": user_id, "board_id": board_id})
+    return await session.scalar(ROLE_ON_BOARD, {"user_id": user_id, "board_id": board_id})
 
 
 def require_role(role: Role | None, allowed: frozenset[Role], kind: str, action: str) -> Role:

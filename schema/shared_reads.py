@@ -35,10 +35,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import Select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.database import read_retrying_stale
-from models.driver_snapshot import DriverSnapshot
+from models.driver_snapshot import DriverSnapshot, driver_engine
 from schema.loaders import AccessLoaders, Loaders, RecordLoaders, fetch_rows
 from subscriptions.hub import Batch
 
@@ -213,13 +213,9 @@ async def open_snapshot(sessions: async_sessionmaker[AsyncSession]) -> Snapshot:
     """On PostgreSQL with asyncpg, a models.driver_snapshot.DriverSnapshot (the same
     rows for about half the CPU); otherwise a session of `sessions` (the read sessions:
     REPEATABLE READ on PostgreSQL, models.database.create_sessionmakers)."""
-    bind = sessions.kw.get("bind")
-    if (
-        isinstance(bind, AsyncEngine)
-        and bind.dialect.name == "postgresql"
-        and bind.dialect.driver == "asyncpg"
-    ):
-        return await DriverSnapshot.open(bind)
+    engine = driver_engine(sessions)
+    if engine is not None:
+        return await DriverSnapshot.open(engine)
     return SessionSnapshot(sessions())
 
 

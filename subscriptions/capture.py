@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from sqlalchemy import event, inspect, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, PassiveFlag, Session, SessionTransaction
 from sqlalchemy.orm.attributes import get_history
 
@@ -134,17 +135,66 @@ def _collect(
         (pk,) = inspect(obj).mapper.primary_key_from_instance(obj)
         key = RecordKey(obj.realtime_typename, pk)
         version = getattr(obj, "version", None)
-        changes.append(Change(key, op, version, set(users), pending=set(pending)))
-        if announce_parents:
-            changes.extend(
-                Change(parent, ChangeOp.UPDATED, None, set(users), pending=set(pending))
-                for parent in obj.realtime_parents()
-            )
+        parents = obj.realtime_parents() if announce_parents else ()
+        changes.extend(_with_parents(key, op, version, users, pending, parents))
         grants = obj.realtime_grants(session) if op is ChangeOp.CREATED else None
         if grants is not None:
             grantee, keys = grants
             changes.extend(Change(k, ChangeOp.UPDATED, None, {grantee}) for k in keys)
     return changes
+
+
+def _with_parents(
+    key: RecordKey,
+    op: ChangeOp,
+    version: int | None,
+    users: set[int],
+    pending: set[Audience],
+    parents: Iterable[RecordKey],
+) -> list[Change]:
+    """A record's change, then the UPDATED of each parent whose list it changes."""
+    changes = [Change(key, op, version, set(users), pending=set(pending))]
+    changes.extend(
+        Change(parent, ChangeOp.UPDATED, None, set(users), pending=set(pending))
+        for parent in parents
+    )
+    return changes
+
+
+def update_written(record: Realtime, audience: Audience, moved: bool) -> list[Change]:
+    """What capture makes of an UPDATE of `record` written without a session (a driver
+    write, schema.mutations.card_update), to go to record_changes_on_driver right
+    before its COMMIT: the record's change at its new version, audience pending (the
+    change-log write resolves it, as for a session's last flush), and its parents'
+    UPDATED when `moved` (one of realtime_parent_attributes changed)."""
+    (pk,) = inspect(record).mapper.primary_key_from_instance(record)
+    key = RecordKey(record.realtime_typename, pk)
+    parents = record.realtime_parents() if moved else ()
+    return _with_parents(
+        key, ChangeOp.UPDATED, getattr(record, "version", None), set(), {audience}, parents
+    )
+
+
+def captures(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    """Whether sessions of `sessions` capture changes: a write made without a session (a
+    driver write) captures exactly when one of them would have..."""
+    session_class = sessions.kw.get("sync_session_class")
+    return isinstance(session_class, type) and issubclass(session_class, CapturingSession)
+
+
+def sink_of(sessions: async_sessionmaker[AsyncSession]) -> ChangeSink | None:
+    """...and hands what it committed to the same sink (None: none)."""
+    sink: ChangeSink | None = sessions.kw.get("info", {}).get(SINK_KEY)
+    return sink
+
+
+def hand_over(sink: ChangeSink, changes: list[Change]) -> None:
+    """Give committed changes to the sink; the data is committed: never fail the caller
+    for this (it is logged)."""
+    try:
+        sink.submit(changes)
+    except Exception:
+        logger.exception("could not hand %d committed changes to the relay", len(changes))
 
 
 @event.listens_for(CapturingSession, "before_flush")
@@ -230,10 +280,7 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     if committed and buffer and sink is not None:
         changes = [c for c in buffer.values() if c.audience]
         if changes:
-            try:
-                sink.submit(changes)
-            except Exception:  # the data is committed; never fail the caller for this
-                logger.exception("could not hand %d committed changes to the relay", len(changes))
+            hand_over(sink, changes)
 
 
 @event.listens_for(CapturingSession, "do_orm_execute")

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from models import change_audience, change_log, utcnow
 from models.database import fetch_in_transaction, fetch_on_driver
 from models.deployment import deployment
+from models.driver_snapshot import DriverWrite
 from models.keys import in_keys
 from models.realtime import BoardAudience, RecordKey
 from subscriptions.changes import Change, ChangeOp
@@ -196,6 +197,26 @@ def _write_postgresql_on_driver(dialect: Dialect) -> tuple[str, tuple[str, ...]]
 
 
 def _write_postgresql(connection: Connection, changes: Sequence[Change], now: datetime) -> None:
+    statement, names = _write_postgresql_on_driver(connection.dialect)
+    parameters = _write_parameters(changes, now)
+    rows: Iterable[Any] | None = fetch_in_transaction(
+        connection, statement, *(parameters[name] for name in names)
+    )
+    if rows is None:  # (no transaction open on the driver: SQLAlchemy begins one)
+        rows = connection.execute(_WRITE_POSTGRESQL, parameters)
+    _written(rows, changes, now)
+
+
+async def record_changes_on_driver(write: DriverWrite, changes: Sequence[Change]) -> None:
+    """record_changes, in a DriverWrite's transaction (PostgreSQL): the same statement,
+    the same ids, audiences and previous changes. Just before its COMMIT, as there."""
+    now = utcnow()
+    statement, names = _write_postgresql_on_driver(write.dialect)
+    parameters = _write_parameters(changes, now)
+    _written(await write.fetch(statement, *(parameters[name] for name in names)), changes, now)
+
+
+def _write_parameters(changes: Sequence[Change], now: datetime) -> dict[str, Any]:
     given: list[tuple[int, int]] = []
     boards: list[tuple[int, int]] = []
     users: list[tuple[int, int]] = []
@@ -206,7 +227,7 @@ def _write_postgresql(connection: Connection, changes: Sequence[Change], now: da
                 boards.append((ord_, audience.board_id))
             else:
                 users.append((ord_, audience.user_id))
-    parameters = {
+    return {
         "lock_key": _COMMIT_ORDER_LOCK,
         "typenames": [change.key.typename for change in changes],
         "record_ids": [change.key.id for change in changes],
@@ -221,12 +242,10 @@ def _write_postgresql(connection: Connection, changes: Sequence[Change], now: da
         "user_ids": [u for _, u in users],
         "previous_limit": PREVIOUS_LIMIT,
     }
-    statement, names = _write_postgresql_on_driver(connection.dialect)
-    rows: Iterable[Any] | None = fetch_in_transaction(
-        connection, statement, *(parameters[name] for name in names)
-    )
-    if rows is None:  # (no transaction open on the driver: SQLAlchemy begins one)
-        rows = connection.execute(_WRITE_POSTGRESQL, parameters)
+
+
+def _written(rows: Iterable[Any], changes: Sequence[Change], now: datetime) -> None:
+    """Give each change what the write returned for it: id, users, previous changes."""
     written = {
         ord_: (change_id, set(seen_by), _known(seen_by, previous))
         for ord_, change_id, seen_by, previous in rows

@@ -30,6 +30,7 @@ from models.database import (
     fetch_value_on_driver,
     read_retrying_stale,
 )
+from models.driver_snapshot import DriverWrite
 from models.migrate import upgrade
 from schema.shared_reads import SharedReads
 from subscriptions.log_reader import LogReader
@@ -287,6 +288,49 @@ async def test_a_write_transaction_whose_connection_was_dropped_gets_a_fresh_one
         await drop_connections(admin, make_url(url).database or "")
         after = await write_pid(engine)
         assert after != before
+    finally:
+        await engine.dispose()
+
+
+async def driver_write_pid(engine: AsyncEngine) -> int:
+    """A write transaction as updateCard runs it on PostgreSQL: its backend's pid."""
+    write = await read_retrying_stale(lambda: DriverWrite.open(engine))
+    try:
+        ((pid,),) = await write.fetch("SELECT pg_backend_pid()")
+        await write.commit()
+    finally:
+        await write.close()
+    return int(pid)
+
+
+async def test_a_driver_write_checks_its_connection_with_its_own_begin(
+    postgres_url: str,
+) -> None:
+    engine = create_engine(postgres_url)
+    wire = Wire(engine)
+    try:
+        first = await driver_write_pid(engine)
+        assert await driver_write_pid(engine) == first
+        assert [s for s in wire.statements if s != "SELECT pg_backend_pid()"] == [
+            "BEGIN ISOLATION LEVEL READ COMMITTED;",
+            "COMMIT;",
+        ] * 2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_driver_write_whose_connection_was_dropped_gets_a_fresh_one(
+    own_database: tuple[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, admin = own_database
+    engine = create_engine(url)
+    try:
+        before = await driver_write_pid(engine)
+        await drop_connections(admin, make_url(url).database or "")
+        with caplog.at_level(logging.INFO, logger="commitcast.database"):
+            after = await driver_write_pid(engine)
+        assert after != before
+        assert RETRIED in caplog.text
     finally:
         await engine.dispose()
 

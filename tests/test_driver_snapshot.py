@@ -5,17 +5,18 @@ the pool with no transaction open. SharedReads uses it on PostgreSQL, sessions o
 
 from __future__ import annotations
 
+import re
 from datetime import UTC
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, literal, select, update
+from sqlalchemy import bindparam, inspect, literal, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import models
 from models.database import create_engine, create_sessionmakers
-from models.driver_snapshot import DriverSnapshot
+from models.driver_snapshot import DriverSnapshot, DriverWrite
 from schema.loaders import (
     _boards_memberships,
     _by_ids,
@@ -23,6 +24,7 @@ from schema.loaders import (
     _memberships_of_users_on_boards,
     _peer_memberships,
 )
+from schema.mutations.common import LOCKED_WITH_ROLE
 from schema.shared_reads import SessionSnapshot, open_snapshot
 
 # Every test runs on PostgreSQL (conftest's `engine` on the emptied run database).
@@ -152,10 +154,12 @@ async def test_connection_goes_back_without_a_transaction_even_after_an_error(
 async def test_refuses_what_it_cannot_answer_as_a_session_would(engine: AsyncEngine) -> None:
     snapshot = await DriverSnapshot.open(engine)
     try:
-        with pytest.raises(TypeError, match="select\\(Model\\) or a select of table columns"):
+        with pytest.raises(TypeError, match=re.escape("select(Model), select(Model, column, ...)")):
             await snapshot.rows(select(models.User.id + 1), {})
         with pytest.raises(TypeError):
-            await snapshot.rows(select(models.User, models.Board.id), {})
+            await snapshot.rows(select(models.User, models.Board), {})
+        with pytest.raises(TypeError):
+            await snapshot.rows(select(models.User, models.Board.id + 1), {})
     finally:
         await snapshot.close()
 
@@ -174,3 +178,71 @@ async def test_shared_reads_use_it_on_postgresql_only(engine: AsyncEngine, sqlit
         assert await snapshot_kind(create_sessionmakers(sqlite)[0]) is SessionSnapshot
     finally:
         await sqlite.dispose()
+
+
+async def test_a_record_with_a_column_comes_as_a_session_gives_it(engine: AsyncEngine) -> None:
+    ids = await two_members_and_a_comment(engine)
+    read_sessions, _ = create_sessionmakers(engine)
+    statement = LOCKED_WITH_ROLE[(models.Card, False)]
+    parameters = {"pk": ids["card"], "viewer_id": ids["bob"]}
+    async with read_sessions() as session:
+        ((expected_card, expected_role),) = (await session.execute(statement, parameters)).all()
+    write = await DriverWrite.open(engine)
+    try:
+        ((card, role),) = await write.rows(statement, parameters)
+    finally:
+        await write.close()
+    assert type(card) is models.Card
+    assert columns_of(card) == columns_of(expected_card)
+    assert role is expected_role is models.Role.VIEWER
+
+
+async def test_a_driver_write_commits_or_rolls_back_and_gives_its_connection_back(
+    engine: AsyncEngine,
+) -> None:
+    ids = await two_members_and_a_comment(engine)
+    cards = models.Card.__table__
+    rename = (
+        update(cards)
+        .where(cards.c.id == bindparam("pk"))
+        .values(title=bindparam("new_title"))
+        .returning(cards.c.version, cards.c.title)
+    )
+
+    async def title() -> str:
+        snapshot = await DriverSnapshot.open(engine)
+        try:
+            ((value,),) = await snapshot.rows(select(cards.c.title), {})
+        finally:
+            await snapshot.close()
+        return str(value)
+
+    write = await DriverWrite.open(engine)
+    try:
+        assert await write.execute(rename, {"pk": ids["card"], "new_title": "Kept"}) == [
+            (1, "Kept")
+        ]
+        await write.commit()
+    finally:
+        await write.close()
+    assert await title() == "Kept"
+    # Closed without a commit (an error half-way): nothing of it stays.
+    write = await DriverWrite.open(engine)
+    try:
+        await write.execute(rename, {"pk": ids["card"], "new_title": "Dropped"})
+    finally:
+        await write.close()
+    assert await title() == "Kept"
+    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    raw = await engine.raw_connection()
+    try:
+        assert not raw.driver_connection.is_in_transaction()  # type: ignore[union-attr]
+    finally:
+        raw.close()
+    # RETURNING an expression: refused (no column type to convert it with).
+    write = await DriverWrite.open(engine)
+    try:
+        with pytest.raises(TypeError, match="returns table columns"):
+            await write.execute(update(cards).returning(cards.c.version + 1), {})
+    finally:
+        await write.close()

@@ -8,11 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 import models
+from models.driver_snapshot import driver_engine
 from schema import validation
 from schema.context import Info
 from schema.errors import bad_input, not_found
 from schema.ids import decode_typed_id
 from schema.inputs import CreateCardInput, UpdateCardInput, given
+from schema.mutations.card_update import update_card_on_driver
 from schema.mutations.common import (
     check_version,
     get_locked_for_member,
@@ -112,6 +114,12 @@ class CardMutations:
             if assignee_sent and input.assignee_id is not None
             else None
         )
+        engine = driver_engine(ctx.write_sessions)
+        if engine is not None:  # PostgreSQL: the same write, without a session around it
+            card = await update_card_on_driver(
+                ctx, engine, pk, expected, changes, assignee_sent, assignee_pk
+            )
+            return Card.from_model(card)
         async with write_record(ctx, models.Card, pk, "Card") as session:
             card = await get_locked_for_member(
                 session, models.Card, pk, viewer_id, EDIT_CARDS, "Card", "edit cards"

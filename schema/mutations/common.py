@@ -51,7 +51,7 @@ def _locked_with_role(
 
 # Built once (every card or comment written runs one): building a statement costs more
 # CPU than running it. (model, share) -> statement.
-_LOCKED_WITH_ROLE: dict[tuple[type[Record], bool], Select[Record, Role]] = {
+LOCKED_WITH_ROLE: dict[tuple[type[Record], bool], Select[Record, Role]] = {
     (model, share): _locked_with_role(model, board_id, share=share)
     for model, board_id in ((Card, Card.board_id), (Board, Board.id))
     for share in (False, True)
@@ -81,7 +81,7 @@ async def get_locked_for_member(
     than reading them in turn, in the mutations that run most often. The role is read in
     the statement's snapshot, as a statement of its own would read it: the membership
     row is not locked either way."""
-    statement = _LOCKED_WITH_ROLE[(model, share)]
+    statement = LOCKED_WITH_ROLE[(model, share)]
     row = (await session.execute(statement, {"pk": pk, "viewer_id": viewer_id})).one_or_none()
     if row is None:
         raise not_found(kind)
@@ -105,9 +105,18 @@ async def write_record(
     commits in between, the versioned UPDATE matches no row and SQLAlchemy raises
     StaleDataError (ConcurrentChange here), which is the same conflict seen a moment later.
     """
+    async with race_as_conflict(ctx, model, pk, kind), ctx.write() as session:
+        yield session
+
+
+@asynccontextmanager
+async def race_as_conflict(
+    ctx: Context, model: type[Record], pk: int, kind: str
+) -> AsyncIterator[None]:
+    """ConcurrentChange inside becomes CONFLICT with the record's committed version (or
+    NOT_FOUND once it is gone)."""
     try:
-        async with ctx.write() as session:
-            yield session
+        yield
     except ConcurrentChange:
         versions = await ctx.run_query(select(model.version).where(model.id == pk), {})
         if not versions:

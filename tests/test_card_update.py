@@ -1,0 +1,171 @@
+"""updateCard writes the same on both databases: on SQLite through a session (its
+capture events), on PostgreSQL on asyncpg directly (schema.mutations.card_update). The
+same answers, the same errors, the same change log (what the relay publishes), no
+connection left behind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+
+from models import change_audience, change_log
+from models.database import create_sessionmakers
+from schema.ids import decode_id, encode_id
+from subscriptions.capture import SINK_KEY, CapturingSession, captures, sink_of
+from subscriptions.changes import Change
+from tests.support import GraphQLClient, driver_statements
+from tests.team import Team, make_team
+
+UPDATE = """
+mutation($i: UpdateCardInput!) {
+  updateCard(input: $i) { id title position done version updatedAt assignee { name } }
+}"""
+READ = "query($id: ID!) { node(id: $id) { ... on Card { title position version updatedAt } } }"
+
+
+async def logged(api: GraphQLClient) -> list[tuple[str, int, str, int | None, set[int]]]:
+    """The change log, oldest first: (typename, record id, op, version, users)."""
+    async with api.runtime.engine.connect() as connection:
+        changes = (await connection.execute(select(change_log).order_by(change_log.c.id))).all()
+        audience = (await connection.execute(select(change_audience))).all()
+    users: dict[int, set[int]] = {}
+    for row in audience:
+        users.setdefault(row.change_id, set()).add(row.user_id)
+    return [(c.typename, c.record_id, c.op, c.version, users.get(c.id, set())) for c in changes]
+
+
+@pytest.fixture
+async def team(api: GraphQLClient) -> Team:
+    return await make_team(api)
+
+
+async def new_card(api: GraphQLClient, team: Team) -> tuple[str, int]:
+    card = await api.card(team.owner, team.board, "Card")
+    return card, decode_id(card, field="id")[1]
+
+
+async def update(api: GraphQLClient, team: Team, role: str, **values: Any) -> dict[str, Any]:
+    data = await api.data(UPDATE, {"i": values}, token=team.member(role).token)
+    result: dict[str, Any] = data["updateCard"]
+    return result
+
+
+async def test_an_update_answers_and_logs_what_a_session_would(
+    api: GraphQLClient, team: Team
+) -> None:
+    card, pk = await new_card(api, team)
+    board_pk = decode_id(team.board, field="id")[1]
+    members = {team.owner.pk, team.editor.pk, team.viewer.pk}
+    before = len(await logged(api))
+
+    renamed = await update(api, team, "EDITOR", id=card, title="Renamed", assigneeId=team.viewer.id)
+    assert renamed["title"] == "Renamed"
+    assert renamed["version"] == 2
+    assert renamed["assignee"] == {"name": team.viewer.name}
+    # The answer is what a read sees now.
+    read = (await api.data(READ, {"id": card}, token=team.owner.token))["node"]
+    assert read == {k: renamed[k] for k in ("title", "position", "version", "updatedAt")}
+
+    moved = await update(api, team, "OWNER", id=card, position=7.5, expectedVersion=2)
+    assert moved["position"] == 7.5
+    assert moved["version"] == 3
+    assert moved["updatedAt"] > renamed["updatedAt"]
+    # Nothing differs: no write, no version, nothing logged.
+    same = await update(api, team, "OWNER", id=card, title="Renamed", position=7.5)
+    assert same["version"] == 3
+    assert same["updatedAt"] == moved["updatedAt"]
+
+    assert (await logged(api))[before:] == [
+        ("Card", pk, "UPDATED", 2, members),
+        # Moving a card reorders its board's list: the board is announced with it.
+        ("Card", pk, "UPDATED", 3, members),
+        ("Board", board_pk, "UPDATED", None, members),
+    ]
+
+
+async def test_refused_updates_change_and_log_nothing(api: GraphQLClient, team: Team) -> None:
+    card, _ = await new_card(api, team)
+    before = await logged(api)
+
+    async def refused(role: str, **values: Any) -> dict[str, Any]:
+        error = await api.error(
+            UPDATE, {"i": {"id": card, **values}}, token=team.member(role).token
+        )
+        extensions: dict[str, Any] = error["extensions"]
+        return extensions
+
+    assert (await refused("VIEWER", title="No"))["code"] == "FORBIDDEN"
+    assert (await refused("OUTSIDER", title="No"))["code"] == "NOT_FOUND"
+    conflict = await refused("OWNER", title="No", expectedVersion=5)
+    assert conflict["code"] == "CONFLICT"
+    assert conflict["currentVersion"] == 1
+    assignee = await refused("OWNER", title="No", assigneeId=team.outsider.id)
+    assert assignee["code"] == "BAD_USER_INPUT"
+    assert assignee["field"] == "assigneeId"
+    gone = await api.error(
+        UPDATE, {"i": {"id": encode_id("Card", 10**9), "title": "No"}}, token=team.owner.token
+    )
+    assert gone["extensions"]["code"] == "NOT_FOUND"
+
+    read = (await api.data(READ, {"id": card}, token=team.owner.token))["node"]
+    assert read["title"] == "Card"
+    assert read["version"] == 1
+    assert await logged(api) == before
+    # Every refusal gave its connection back, with no transaction open.
+    pool = api.runtime.engine.sync_engine.pool
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_on_postgresql_an_update_is_three_statements_on_the_driver(
+    api: GraphQLClient, team: Team
+) -> None:
+    card, _ = await new_card(api, team)
+    await update(api, team, "OWNER", id=card, title="First")  # (prepares the statements)
+    statements: list[str] = []
+    with driver_statements(api.runtime.engine, statements.append):
+        await update(api, team, "OWNER", id=card, title="Second")
+    writes = [s for s in statements if "token_revocations" not in s]
+    assert len(writes) == 3, "\n".join(writes)
+    assert "FOR NO KEY UPDATE OF cards" in writes[0]
+    assert writes[1].startswith("UPDATE cards SET title=")
+    assert "INSERT INTO change_log" in writes[2]
+
+
+def test_writes_without_a_session_capture_when_the_sessions_would(
+    api: GraphQLClient,
+) -> None:
+    class Sink:
+        def submit(self, changes: list[Change]) -> None: ...
+
+    sink = Sink()
+    engine = api.runtime.engine
+    capturing: async_sessionmaker[AsyncSession] = async_sessionmaker(
+        engine, sync_session_class=CapturingSession, info={SINK_KEY: sink}
+    )
+    assert captures(capturing)
+    assert sink_of(capturing) is sink
+    # Real-time off (the benchmark's plain sessions): nothing captured.
+    plain: async_sessionmaker[AsyncSession] = async_sessionmaker(
+        engine, sync_session_class=Session, info={SINK_KEY: sink}
+    )
+    assert not captures(plain)
+    assert not captures(create_sessionmakers(engine)[1])
+    assert captures(api.runtime.write_sessions)
+    assert sink_of(api.runtime.write_sessions) is api.runtime.relay
+
+
+async def test_a_card_update_without_capture_logs_nothing(api: GraphQLClient, team: Team) -> None:
+    """The benchmark's real-time off: the app's sessions without capture (bench/serve.py)."""
+    card, _ = await new_card(api, team)
+    before = await logged(api)
+    runtime = api.runtime
+    _, plain = create_sessionmakers(runtime.engine, info={SINK_KEY: runtime.relay})
+    object.__setattr__(runtime, "write_sessions", plain)
+    renamed = await update(api, team, "OWNER", id=card, title="Unannounced")
+    assert renamed["version"] == 2
+    assert await logged(api) == before
