@@ -161,13 +161,12 @@ def _with_parents(
     return changes
 
 
-def update_written(record: Realtime, audience: Audience, moved: bool) -> list[Change]:
-    """What capture makes of an UPDATE of `record` written without a session (a driver
-    write, schema.mutations.card_update), to go to record_changes_on_driver right
-    before its COMMIT: the record's change at its new version, audience pending (the
-    change-log write resolves it, as for a session's last flush), and its parents'
-    UPDATED when `moved` (one of realtime_parent_attributes changed)."""
-    (pk,) = inspect(record).mapper.primary_key_from_instance(record)
+def update_written(record: Realtime, pk: int, audience: Audience, moved: bool) -> list[Change]:
+    """What capture makes of an UPDATE of `record` (primary key `pk`) written without a
+    session (schema.mutations.card_update), for the change-log write in the same
+    transaction: the record's change at its new version, audience pending (the write
+    resolves it, as for a session's last flush), and its parents' UPDATED when `moved`
+    (one of realtime_parent_attributes changed)."""
     key = RecordKey(record.realtime_typename, pk)
     parents = record.realtime_parents() if moved else ()
     return _with_parents(

@@ -114,24 +114,39 @@ def record_changes(session: Session, changes: Sequence[Change]) -> None:
 #   concern at most PREVIOUS_LIMIT users: one index lookup each, under the lock. The
 #   relay sends it with the wake-up, so a subscriber at that position needs no log
 #   read (subscriptions.wakeups).
-_WRITE_POSTGRESQL = text(
-    """
-WITH input AS MATERIALIZED (
+#
+# What the change-log write reads (CTEs of the same statement): `input` (typename,
+# record_id, op, version, ord: the changes, ord counting from 1), `given` (ord, user_id:
+# users given), `pending_boards` (ord, board_id) and `pending_users` (ord, user_id): the
+# audiences it resolves. Here from parameters; schema.mutations.card_update makes them
+# from the rows its UPDATE returns, in one statement with the write (LOG_CTES).
+_FROM_PARAMETERS = """
+input AS MATERIALIZED (
     SELECT * FROM unnest(
         CAST(:typenames AS TEXT[]),
         CAST(:record_ids AS BIGINT[]),
         CAST(:ops AS TEXT[]),
         CAST(:versions AS INTEGER[])
     ) WITH ORDINALITY AS input(typename, record_id, op, version, ord)
+), given AS (
+    SELECT * FROM unnest(CAST(:audience_ords AS BIGINT[]), CAST(:audience_users AS INTEGER[]))
+        AS given(ord, user_id)
 ), pending_boards AS (
     SELECT * FROM unnest(CAST(:board_ords AS BIGINT[]), CAST(:board_ids AS INTEGER[]))
         AS pending(ord, board_id)
 ), pending_users AS (
     SELECT * FROM unnest(CAST(:user_ords AS BIGINT[]), CAST(:user_ids AS INTEGER[]))
         AS pending(ord, user_id)
-), concerned AS MATERIALIZED (
-    SELECT * FROM unnest(CAST(:audience_ords AS BIGINT[]), CAST(:audience_users AS INTEGER[]))
-        AS given(ord, user_id)
+)"""
+
+# The write itself, as CTEs ending in `written` (ord, id, users, previous: one row per
+# change kept). Parameters :lock_key, :committed_at and :previous_limit.
+# `locked` reads `kept`: the lock is taken once every change and audience is known (in
+# a statement that also updates, once its UPDATE is done: a row lock it waits for is
+# not waited for holding the commit-order lock), and not at all when nothing is kept.
+LOG_CTES = """
+concerned AS MATERIALIZED (
+    SELECT ord, user_id FROM given
     UNION
     SELECT pending_boards.ord, member.user_id
     FROM pending_boards CROSS JOIN LATERAL (
@@ -154,7 +169,7 @@ WITH input AS MATERIALIZED (
     FROM input
     WHERE EXISTS (SELECT FROM concerned WHERE concerned.ord = input.ord)
 ), locked AS MATERIALIZED (
-    SELECT pg_advisory_xact_lock(:lock_key)
+    SELECT pg_advisory_xact_lock(:lock_key) FROM (SELECT FROM kept LIMIT 1) AS any_kept
 ), ids AS MATERIALIZED (
     SELECT nextval('change_log_id_seq'::regclass) AS id FROM locked, kept
 ), ranked AS MATERIALIZED (
@@ -173,18 +188,24 @@ WITH input AS MATERIALIZED (
         lag(numbered.id) OVER (PARTITION BY concerned.user_id ORDER BY numbered.id) AS earlier,
         count(*) OVER (PARTITION BY numbered.ord) AS audience_size
     FROM numbered JOIN concerned USING (ord)
-)
-SELECT ord, id, array_agg(user_id ORDER BY user_id) AS users,
-    array_agg(
-        CASE WHEN audience_size <= :previous_limit
-            THEN COALESCE(earlier, commitcast_previous_change(user_id, id))
-        END
-        ORDER BY user_id
-    ) AS previous
-FROM concerns
-GROUP BY ord, id
-ORDER BY ord
-"""
+), written AS (
+    SELECT ord, id, array_agg(user_id ORDER BY user_id) AS users,
+        array_agg(
+            CASE WHEN audience_size <= :previous_limit
+                THEN COALESCE(earlier, commitcast_previous_change(user_id, id))
+            END
+            ORDER BY user_id
+        ) AS previous
+    FROM concerns
+    GROUP BY ord, id
+)"""
+
+_WRITE_POSTGRESQL = text(
+    "WITH"
+    + _FROM_PARAMETERS
+    + ","
+    + LOG_CTES
+    + "\nSELECT ord, id, users, previous FROM written ORDER BY ord\n"
 )
 
 
@@ -204,7 +225,7 @@ def _write_postgresql(connection: Connection, changes: Sequence[Change], now: da
     )
     if rows is None:  # (no transaction open on the driver: SQLAlchemy begins one)
         rows = connection.execute(_WRITE_POSTGRESQL, parameters)
-    _written(rows, changes, now)
+    apply_written(rows, changes, now)
 
 
 async def record_changes_on_driver(write: DriverWrite, changes: Sequence[Change]) -> None:
@@ -213,7 +234,13 @@ async def record_changes_on_driver(write: DriverWrite, changes: Sequence[Change]
     now = utcnow()
     statement, names = _write_postgresql_on_driver(write.dialect)
     parameters = _write_parameters(changes, now)
-    _written(await write.fetch(statement, *(parameters[name] for name in names)), changes, now)
+    rows = await write.fetch(statement, *(parameters[name] for name in names))
+    apply_written(rows, changes, now)
+
+
+def log_parameters(now: datetime) -> dict[str, Any]:
+    """The parameters of LOG_CTES besides its inputs (`now`: the commit time to log)."""
+    return {"lock_key": _COMMIT_ORDER_LOCK, "committed_at": now, "previous_limit": PREVIOUS_LIMIT}
 
 
 def _write_parameters(changes: Sequence[Change], now: datetime) -> dict[str, Any]:
@@ -228,24 +255,23 @@ def _write_parameters(changes: Sequence[Change], now: datetime) -> dict[str, Any
             else:
                 users.append((ord_, audience.user_id))
     return {
-        "lock_key": _COMMIT_ORDER_LOCK,
+        **log_parameters(now),
         "typenames": [change.key.typename for change in changes],
         "record_ids": [change.key.id for change in changes],
         "ops": [change.op.value for change in changes],
         "versions": [change.version for change in changes],
-        "committed_at": now,
         "audience_ords": [o for o, _ in given],
         "audience_users": [u for _, u in given],
         "board_ords": [o for o, _ in boards],
         "board_ids": [b for _, b in boards],
         "user_ords": [o for o, _ in users],
         "user_ids": [u for _, u in users],
-        "previous_limit": PREVIOUS_LIMIT,
     }
 
 
-def _written(rows: Iterable[Any], changes: Sequence[Change], now: datetime) -> None:
-    """Give each change what the write returned for it: id, users, previous changes."""
+def apply_written(rows: Iterable[Any], changes: Sequence[Change], now: datetime) -> None:
+    """Give each change what the write returned for it (`written`'s rows: ord, id, users,
+    previous): its id, users and previous changes; `now` is its commit time."""
     written = {
         ord_: (change_id, set(seen_by), _known(seen_by, previous))
         for ord_, change_id, seen_by, previous in rows
