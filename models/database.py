@@ -131,7 +131,10 @@ async def fetch_value_on_driver(engine: AsyncEngine, statement: str, *args: Any)
 
 
 async def fetch_on_driver(engine: AsyncEngine, statement: str, *args: Any) -> list[Any]:
-    """fetch_value_on_driver, for every row (asyncpg Records: by index or column name)."""
+    """fetch_value_on_driver, for every row (asyncpg Records: by index or column name).
+    Also for one statement that writes (schema.mutations.card_update), which PostgreSQL
+    commits as it ends: outside read_retrying_stale, whose second try would send it
+    twice, so that the checkout checks the connection first."""
     rows: list[Any] = await _on_driver(engine, "fetch", statement, args)
     return rows
 

@@ -161,16 +161,35 @@ async def test_reads_that_can_run_again_skip_the_checkout_ping(postgres_url: str
         await engine.dispose()
 
 
+async def driver_write_pid(engine: AsyncEngine) -> int:
+    """A write transaction as updateCard runs it on PostgreSQL: its backend's pid."""
+    write = await read_retrying_stale(lambda: DriverWrite.open(engine))
+    try:
+        ((pid,),) = await write.fetch("SELECT pg_backend_pid()")
+        await write.commit()
+    finally:
+        await write.close()
+    return int(pid)
+
+
+@pytest.mark.parametrize("transaction", ["read", "driver write"])
 async def test_a_read_that_found_its_connection_dropped_runs_again(
-    own_database: tuple[str, Any], caplog: pytest.LogCaptureFixture
+    own_database: tuple[str, Any], caplog: pytest.LogCaptureFixture, transaction: str
 ) -> None:
+    """(A driver write's BEGIN is such a read: nothing was written on a dead connection.)"""
     url, admin = own_database
     engine = create_engine(url)
+
+    async def pid() -> int:
+        if transaction == "read":
+            return await read_retrying_stale(lambda: pid_read(engine))
+        return await driver_write_pid(engine)
+
     try:
-        before = await pid_read(engine)
+        before = await pid()
         await drop_connections(admin, make_url(url).database or "")
         with caplog.at_level(logging.INFO, logger="commitcast.database"):
-            after = await read_retrying_stale(lambda: pid_read(engine))
+            after = await pid()
         assert after != before
         assert RETRIED in caplog.text
     finally:
@@ -292,17 +311,6 @@ async def test_a_write_transaction_whose_connection_was_dropped_gets_a_fresh_one
         await engine.dispose()
 
 
-async def driver_write_pid(engine: AsyncEngine) -> int:
-    """A write transaction as updateCard runs it on PostgreSQL: its backend's pid."""
-    write = await read_retrying_stale(lambda: DriverWrite.open(engine))
-    try:
-        ((pid,),) = await write.fetch("SELECT pg_backend_pid()")
-        await write.commit()
-    finally:
-        await write.close()
-    return int(pid)
-
-
 async def test_a_driver_write_checks_its_connection_with_its_own_begin(
     postgres_url: str,
 ) -> None:
@@ -315,22 +323,6 @@ async def test_a_driver_write_checks_its_connection_with_its_own_begin(
             "BEGIN ISOLATION LEVEL READ COMMITTED;",
             "COMMIT;",
         ] * 2
-    finally:
-        await engine.dispose()
-
-
-async def test_a_driver_write_whose_connection_was_dropped_gets_a_fresh_one(
-    own_database: tuple[str, Any], caplog: pytest.LogCaptureFixture
-) -> None:
-    url, admin = own_database
-    engine = create_engine(url)
-    try:
-        before = await driver_write_pid(engine)
-        await drop_connections(admin, make_url(url).database or "")
-        with caplog.at_level(logging.INFO, logger="commitcast.database"):
-            after = await driver_write_pid(engine)
-        assert after != before
-        assert RETRIED in caplog.text
     finally:
         await engine.dispose()
 

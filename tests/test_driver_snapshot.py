@@ -62,6 +62,15 @@ async def two_members_and_a_comment(engine: AsyncEngine) -> dict[str, int]:
         return {"ada": ada.id, "bob": bob.id, "board": board.id, "card": card.id}
 
 
+async def no_connection_out_nor_transaction_open(engine: AsyncEngine) -> None:
+    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    raw = await engine.raw_connection()
+    try:
+        assert not raw.driver_connection.is_in_transaction()  # type: ignore[union-attr]
+    finally:
+        raw.close()
+
+
 def columns_of(record: Any) -> dict[str, Any]:
     mapper = inspect(type(record))
     return {attribute.key: getattr(record, attribute.key) for attribute in mapper.column_attrs}
@@ -143,12 +152,7 @@ async def test_connection_goes_back_without_a_transaction_even_after_an_error(
     with pytest.raises(DBAPIError, match="division by zero"):
         await snapshot.rows(failing, {})
     await snapshot.close()
-    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-    raw = await engine.raw_connection()
-    try:
-        assert not raw.driver_connection.is_in_transaction()  # type: ignore[union-attr]
-    finally:
-        raw.close()
+    await no_connection_out_nor_transaction_open(engine)
 
 
 async def test_refuses_what_it_cannot_answer_as_a_session_would(engine: AsyncEngine) -> None:
@@ -233,12 +237,7 @@ async def test_a_driver_write_commits_or_rolls_back_and_gives_its_connection_bac
     finally:
         await write.close()
     assert await title() == "Kept"
-    assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-    raw = await engine.raw_connection()
-    try:
-        assert not raw.driver_connection.is_in_transaction()  # type: ignore[union-attr]
-    finally:
-        raw.close()
+    await no_connection_out_nor_transaction_open(engine)
     # RETURNING an expression: refused (no column type to convert it with).
     write = await DriverWrite.open(engine)
     try:

@@ -36,6 +36,7 @@ flush events make of the same UPDATE.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, cast
 
@@ -89,36 +90,41 @@ def _update(columns: frozenset[str]) -> Update:
     return statement
 
 
+@dataclass(frozen=True, slots=True)
+class CardUpdate:
+    """What an updateCard asks, validated (schema.mutations.cards)."""
+
+    pk: int
+    expected: int | None
+    # The attributes given, by name, except the assignee's.
+    changes: dict[str, object]
+    assignee_sent: bool
+    assignee_pk: int | None
+
+    @property
+    def given(self) -> dict[str, object]:
+        """Every attribute given, the assignee's included."""
+        if not self.assignee_sent:
+            return self.changes
+        return {**self.changes, "assignee_id": self.assignee_pk}
+
+
 async def update_card_on_driver(
-    ctx: Context,
-    engine: AsyncEngine,
-    pk: int,
-    expected: int | None,
-    changes: dict[str, object],
-    assignee_sent: bool,
-    assignee_pk: int | None,
+    ctx: Context, engine: AsyncEngine, request: CardUpdate
 ) -> models.Card:
     """The card after the update (not attached to any session), as the session path
     returns it, with its errors: NOT_FOUND, FORBIDDEN, CONFLICT, BAD_USER_INPUT."""
-    given = {**changes, "assignee_id": assignee_pk} if assignee_sent else changes
-    if given:
-        card = await _in_one_statement(ctx, engine, pk, expected, given, assignee_pk is not None)
+    if request.given:
+        card = await _in_one_statement(ctx, engine, request)
         if card is not None:
             return card
-    return await _in_a_transaction(ctx, engine, pk, expected, changes, assignee_sent, assignee_pk)
+    return await _in_a_transaction(ctx, engine, request)
 
 
-async def _in_a_transaction(
-    ctx: Context,
-    engine: AsyncEngine,
-    pk: int,
-    expected: int | None,
-    changes: dict[str, object],
-    assignee_sent: bool,
-    assignee_pk: int | None,
-) -> models.Card:
+async def _in_a_transaction(ctx: Context, engine: AsyncEngine, request: CardUpdate) -> models.Card:
     viewer_id = ctx.require_viewer()
     committed: list[Change] = []
+    pk = request.pk
     async with race_as_conflict(ctx, models.Card, pk, "Card"):
         # The BEGIN is the connection's first use (no ping before it): on a connection
         # PostgreSQL dropped it fails, and runs again on a fresh one.
@@ -132,15 +138,13 @@ async def _in_a_transaction(
             card: models.Card = found[0][0]
             role = found[0][1]
             require_role(role, EDIT_CARDS, "Card", "edit cards")
-            check_version("Card", card, expected)
-            if assignee_pk is not None and not await write.rows(
-                ROLE_ON_BOARD, {"user_id": assignee_pk, "board_id": card.board_id}
+            check_version("Card", card, request.expected)
+            if request.assignee_pk is not None and not await write.rows(
+                ROLE_ON_BOARD, {"user_id": request.assignee_pk, "board_id": card.board_id}
             ):
                 raise bad_input("assigneeId", "must be a member of the card's board")
-            if assignee_sent:
-                changes["assignee_id"] = assignee_pk
             changed = {
-                name: value for name, value in changes.items() if getattr(card, name) != value
+                name: value for name, value in request.given.items() if getattr(card, name) != value
             }
             if changed:
                 committed = await _write(ctx, write, card, changed)
@@ -188,25 +192,22 @@ _KEYS = tuple(models.Card.__mapper__.get_property_by_column(c).key for c in _COL
 
 
 async def _in_one_statement(
-    ctx: Context,
-    engine: AsyncEngine,
-    pk: int,
-    expected: int | None,
-    given: dict[str, object],
-    check_assignee: bool,
+    ctx: Context, engine: AsyncEngine, request: CardUpdate
 ) -> models.Card | None:
     """The card, updated and its change logged, in one statement; None where the update
     does not apply as given (no row changed, nothing written)."""
+    given = request.given
     logged = captures(ctx.write_sessions)
+    check_assignee = request.assignee_pk is not None
     statement, names = _one_statement(tuple(sorted(given)), check_assignee, logged, engine.dialect)
     now = models.utcnow()
     parameters: dict[str, Any] = {f"new_{name}": value for name, value in given.items()}
     parameters.update(
         log_parameters(now),
-        pk=pk,
+        pk=request.pk,
         viewer_id=ctx.require_viewer(),
         roles=_EDITORS,
-        expected=expected,
+        expected=request.expected,
         now=now,
     )
     # (Outside read_retrying_stale: the pooled connection is checked before the write,

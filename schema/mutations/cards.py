@@ -14,7 +14,7 @@ from schema.context import Info
 from schema.errors import bad_input, not_found
 from schema.ids import decode_typed_id
 from schema.inputs import CreateCardInput, UpdateCardInput, given
-from schema.mutations.card_update import update_card_on_driver
+from schema.mutations.card_update import CardUpdate, update_card_on_driver
 from schema.mutations.common import (
     check_version,
     get_locked_for_member,
@@ -116,9 +116,8 @@ class CardMutations:
         )
         engine = driver_engine(ctx.write_sessions)
         if engine is not None:  # PostgreSQL: the same write, without a session around it
-            card = await update_card_on_driver(
-                ctx, engine, pk, expected, changes, assignee_sent, assignee_pk
-            )
+            request = CardUpdate(pk, expected, changes, assignee_sent, assignee_pk)
+            card = await update_card_on_driver(ctx, engine, request)
             return Card.from_model(card)
         async with write_record(ctx, models.Card, pk, "Card") as session:
             card = await get_locked_for_member(
