@@ -17,6 +17,10 @@ it to a sink only after the outermost COMMIT.
   before_flush, while the rows that say who saw them still exist.
 - ORM bulk UPDATE/DELETE statements skip flush events entirely; on Realtime models they
   are refused with BulkWriteRefused rather than silently not published.
+- A write made without a session (updateCard on PostgreSQL, schema.mutations
+  .card_update) captures through update_written, captures, sink_of and hand_over: the
+  changes its flush would have made, logged by its own statement or transaction,
+  handed to the same sink after its commit.
 """
 
 from __future__ import annotations
