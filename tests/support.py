@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Iterator
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -169,6 +170,28 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: fl
                 await asyncio.sleep(0.02)
     except TimeoutError:
         pytest.fail(f"timed out after {within} s waiting for {what}")
+
+
+async def subscriptions_started(
+    runtime: Runtime, user_ids: Iterable[int], within: float = 10.0
+) -> None:
+    """Wait until each user in `user_ids` has as many `userUpdates` on this process as
+    the user appears there, each with its starting point fixed: a change committed from
+    then on is in every one of them (see subscriptions_live for why that wait matters;
+    the faster a mutation, the likelier it commits before the server runs a
+    subscription the client sent just before it)."""
+    wanted = Counter(user_ids)
+    hubs = runtime.feed.hubs
+
+    async def started() -> bool:
+        # A subscription joins its user's hub once its starting point is fixed.
+        for user_id, count in wanted.items():
+            hub = hubs.hub(user_id)
+            if hub is None or len(hub.listeners) < count:
+                return False
+        return True
+
+    await eventually(started, f"{sum(wanted.values())} subscription(s) started", within)
 
 
 async def subscriptions_live(runtime: Runtime, users: int, within: float = 10.0) -> None:

@@ -7,7 +7,7 @@ from collections import Counter
 from contextlib import AsyncExitStack
 
 from tests.realtime_support import Realtime, Update
-from tests.support import Account
+from tests.support import Account, subscriptions_started
 from tests.ws_client import UPDATES, GraphQLSocket, graphql_socket
 
 Item = tuple[str, str, str]
@@ -65,6 +65,7 @@ async def test_every_mutation_reaches_exactly_its_audience(realtime: Realtime) -
             )
             await socket.subscribe(UPDATES)
             observers.sockets[person.name] = socket
+        await subscriptions_started(realtime.server.runtime, [p.pk for p in people])
         expect = observers.expect
 
         board = await api.board(ann, "Plans")

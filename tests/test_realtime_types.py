@@ -11,7 +11,7 @@ from app.settings import Settings
 from tests.live import live_server
 from tests.realtime_support import Realtime
 from tests.servers import free_port
-from tests.support import GraphQLClient
+from tests.support import GraphQLClient, subscriptions_started
 from tests.ws_client import graphql_socket
 
 CARD_FIELDS = """
@@ -48,6 +48,7 @@ async def test_the_node_of_an_update_equals_the_same_fragment_in_a_query(
     # connection_init payload.
     async with graphql_socket(realtime.server.ws_url, bob.token, key="Authorization") as socket:
         await socket.subscribe(SUBSCRIPTION)
+        await subscriptions_started(realtime.server.runtime, [bob.pk])
         await api.data(
             "mutation($id: ID!) { updateCard(input: {id: $id, done: true}) { id } }",
             {"id": card},

@@ -10,7 +10,7 @@ import contextlib
 import itertools
 
 from tests.realtime_support import Realtime, Update
-from tests.support import eventually
+from tests.support import eventually, subscriptions_started
 from tests.ws_client import UPDATES, graphql_socket
 
 ITERATIONS = 3
@@ -49,6 +49,7 @@ async def remove_while_streaming(realtime: Realtime, iteration: int) -> None:
 
     async with graphql_socket(realtime.server.ws_url, cat.token) as socket:
         await socket.subscribe(UPDATES)
+        await subscriptions_started(realtime.server.runtime, [cat.pk])
 
         async def read() -> None:
             while True:

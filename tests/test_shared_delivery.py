@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import event
 
 from tests.realtime_support import Realtime
-from tests.support import Account, driver_statements
+from tests.support import Account, driver_statements, subscriptions_started
 from tests.ws_client import UPDATES, GraphQLSocket, graphql_socket
 
 CHANGES = 3
@@ -83,6 +83,7 @@ async def statements_per_change(
         ]
         for socket in sockets:
             await socket.subscribe(UPDATES)
+        await subscriptions_started(realtime.server.runtime, [ann.pk] * subscriptions)
         # Every subscription is live once it delivered this first change.
         await rename(realtime, ann, card, f"live {subscriptions}")
         await asyncio.gather(*(until_title(s, card, f"live {subscriptions}") for s in sockets))
@@ -136,6 +137,7 @@ async def reload_statements_per_change(
             )
             await socket.subscribe(UPDATES)
             sockets.append(socket)
+        await subscriptions_started(realtime.server.runtime, [m.pk for m in members])
         await rename(realtime, owner, card, f"live {len(members)}")
         await asyncio.gather(*(until_title(s, card, f"live {len(members)}") for s in sockets))
         await realtime.server.runtime.relay.idle()

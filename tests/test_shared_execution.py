@@ -29,7 +29,7 @@ from schema.execution import EncodedOnce
 from schema.json_text import compact_json
 from schema.subscription import UserUpdate
 from tests.realtime_support import Realtime
-from tests.support import Account
+from tests.support import Account, subscriptions_started
 from tests.ws_client import UPDATES, GraphQLSocket, graphql_socket
 
 SOCKETS = 10
@@ -105,6 +105,7 @@ async def sockets(
             )
             await socket.subscribe(query, variables)
             opened.append(socket)
+        await subscriptions_started(realtime.server.runtime, [who.pk] * len(opened))
         yield opened
 
 

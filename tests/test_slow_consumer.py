@@ -78,6 +78,9 @@ STALLED_RCVBUF = 4096
 STALLED_MSS = 1024
 TEST_BUDGET_SECONDS = 45.0  # typically 11 to 16 s
 DELIVERY_TIMEOUT = 30.0
+# Probe changes sent until both subscriptions are live, each awaited this long.
+PROBES = 5
+PROBE_WAIT = 3.0
 RSS_SAMPLE_INTERVAL = 0.02
 
 
@@ -344,6 +347,16 @@ async def write_updates(runtime: Runtime, card_pks: list[int]) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+async def saw(client: Any, probe: str) -> bool:
+    """Whether `client` receives an update of the probe card within PROBE_WAIT."""
+    try:
+        while (await client.next_update(within=PROBE_WAIT))["id"] != probe:
+            pass
+    except TimeoutError:
+        return False
+    return True
+
+
 async def test_a_client_that_stops_reading_cannot_grow_server_memory(
     empty_postgres_url: str, redis_url: str, tmp_path: Path
 ) -> None:
@@ -388,15 +401,20 @@ async def test_a_client_that_stops_reading_cannot_grow_server_memory(
                     async with graphql_socket(ws_url, ann.token) as healthy:
                         await healthy.subscribe(UPDATES)
                         await stalled.subscribe(UPDATES)
-                        # Both subscriptions are live once both see the probe change.
-                        await api.data(
-                            "mutation($i: UpdateCardInput!) { updateCard(input: $i) { id } }",
-                            {"i": {"id": probe, "title": "Probe seen"}},
-                            token=ann.token,
-                        )
-                        for client in (healthy, stalled):
-                            while (await client.next_update())["id"] != probe:
-                                pass
+                        # Both subscriptions are live once both see a probe change. One
+                        # starts at the log's head when the server runs it, which may
+                        # come after a probe committed: then probe again.
+                        waiting: list[Any] = [healthy, stalled]
+                        for attempt in range(PROBES):
+                            await api.data(
+                                "mutation($i: UpdateCardInput!) { updateCard(input: $i) { id } }",
+                                {"i": {"id": probe, "title": f"Probe {attempt}"}},
+                                token=ann.token,
+                            )
+                            waiting = [c for c in waiting if not await saw(c, probe)]
+                            if not waiting:
+                                break
+                        assert not waiting, "a subscription never saw a probe"
                         # From here on the stalled client reads nothing.
 
                         healthy_seen = Seen(ann.pk)
