@@ -1,8 +1,10 @@
 """Connections PostgreSQL dropped (a restart, an idle timeout, an administrator) cost no
 request and no delivery an error: the pool checks a connection before handing it out
 (one round trip), except to reads that can simply run again, which skip the check and
-run again on a checked connection when theirs turns out dead (read_retrying_stale), and
-to write transactions, whose BEGIN is the check (begin_on_checkout)."""
+run again on a checked connection when theirs turns out dead (read_retrying_stale), to
+write transactions, whose BEGIN is the check (begin_on_checkout), and to a statement
+that writes outside a transaction, whose check is whether asyncpg knows its connection
+closed (write_on_driver)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from models.database import (
     fetch_in_transaction,
     fetch_value_on_driver,
     read_retrying_stale,
+    write_on_driver,
 )
 from models.driver_snapshot import DriverWrite
 from models.migrate import upgrade
@@ -192,6 +195,40 @@ async def test_a_read_that_found_its_connection_dropped_runs_again(
             after = await pid()
         assert after != before
         assert RETRIED in caplog.text
+    finally:
+        await engine.dispose()
+
+
+async def test_a_write_on_the_driver_sends_no_ping(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    wire = Wire(engine)
+    try:
+        [(first,)] = await write_on_driver(engine, "SELECT pg_backend_pid()")
+        [(again,)] = await write_on_driver(engine, "SELECT pg_backend_pid()")
+        assert again == first  # (the pooled connection, taken again)
+        assert wire.statements == ["SELECT pg_backend_pid()"] * 2
+        await pid_read(engine)  # (and the check is back for the rest)
+        assert wire.statements.count(PING) == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_a_write_on_the_driver_whose_connection_was_dropped_runs_once_on_a_fresh_one(
+    own_database: tuple[str, Any],
+) -> None:
+    url, admin = own_database
+    engine = create_engine(url)
+    insert = "INSERT INTO written (n) VALUES ($1) RETURNING pg_backend_pid()"
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE written (n integer)"))
+        [(before,)] = await write_on_driver(engine, insert, 1)
+        await drop_connections(admin, make_url(url).database or "")
+        [(after,)] = await write_on_driver(engine, insert, 2)
+        assert after != before
+        async with engine.connect() as connection:
+            rows = (await connection.execute(text("SELECT n FROM written ORDER BY n"))).all()
+        assert [n for (n,) in rows] == [1, 2]  # each sent once
     finally:
         await engine.dispose()
 
