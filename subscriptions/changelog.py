@@ -200,6 +200,40 @@ concerned AS MATERIALIZED (
     GROUP BY ord, id
 )"""
 
+# LOG_CTES for a statement that logs at most one change (schema.mutations.card_update's
+# update that does not move its card): the same `written` row, without what ordering and
+# numbering several changes takes (`kept`, `ranked` and `concerns`: each sort and window
+# a plan node of its own, which PostgreSQL sets up and tears down at every run). With a
+# single change, its id follows the lock as there, and each user's previous change is
+# the newest committed one below it (no `earlier` of the statement's own). It reads
+# `change` (typename, record_id, op, version: at most one row) and `concerned`
+# (user_id: each user the change concerns, once). Measured (PostgreSQL 15, one user's
+# card renamed back to back): the UPDATE alone 0.31 ms, with LOG_CTES 0.48 ms, with
+# these 0.38 ms.
+ONE_CHANGE_LOG_CTES = """
+locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(:lock_key) FROM (SELECT FROM concerned LIMIT 1) AS any_concerned
+), numbered AS MATERIALIZED (
+    SELECT nextval('change_log_id_seq'::regclass) AS id, change.* FROM locked, change
+), logged AS (
+    INSERT INTO change_log (id, committed_at, typename, record_id, op, version)
+    SELECT id, CAST(:committed_at AS TIMESTAMPTZ), typename, record_id, op, version
+    FROM numbered
+), audience AS (
+    INSERT INTO change_audience (user_id, change_id)
+    SELECT concerned.user_id, numbered.id FROM concerned, numbered
+), written AS (
+    SELECT CAST(1 AS BIGINT) AS ord, numbered.id, array_agg(user_id ORDER BY user_id) AS users,
+        array_agg(
+            CASE WHEN (SELECT count(*) FROM concerned) <= :previous_limit
+                THEN commitcast_previous_change(user_id, numbered.id)
+            END
+            ORDER BY user_id
+        ) AS previous
+    FROM numbered, concerned
+    GROUP BY numbered.id
+)"""
+
 _WRITE_POSTGRESQL = text(
     "WITH"
     + _FROM_PARAMETERS

@@ -6,8 +6,10 @@ connection left behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -20,8 +22,10 @@ from sqlalchemy.orm import Session
 from models import change_audience, change_log
 from models.database import create_sessionmakers
 from schema.ids import decode_id, encode_id
+from subscriptions.backends import _Gap
 from subscriptions.capture import SINK_KEY, CapturingSession, captures, sink_of
-from subscriptions.changes import Change
+from subscriptions.changes import Change, user_channel
+from subscriptions.wakeups import Wakeup, decode_wakeup
 from tests.support import GraphQLClient, driver_statements, eventually
 from tests.team import Team, make_team
 
@@ -147,6 +151,55 @@ async def test_on_postgresql_an_update_that_applies_is_one_statement(
     assert same["version"] == 3
     assert len(writes) == 2, "\n".join(writes)  # (the statement, then the locked read)
     assert "FOR NO KEY UPDATE OF cards" in writes[1]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_on_postgresql_wake_ups_carry_each_members_previous_change(
+    api: GraphQLClient, team: Team
+) -> None:
+    """A rename logs its one change (ONE_CHANGE_LOG_CTES), a move its card's and its
+    board's (LOG_CTES): either way, each member's wake-up names the member's change
+    right before it, as the change log has it."""
+    card, _ = await new_card(api, team)
+    other, _ = await new_card(api, team)
+    members = [team.owner.pk, team.editor.pk, team.viewer.pk]
+    received: dict[int, list[Wakeup]] = {user: [] for user in members}
+
+    def keep(user: int) -> Callable[[str | _Gap], None]:
+        def on_message(message: str | _Gap) -> None:
+            if isinstance(message, str):
+                received[user].append(decode_wakeup(message))
+
+        return on_message
+
+    broker = api.runtime.broker
+    await api.runtime.relay.idle()  # (the cards' creations published)
+    async with contextlib.AsyncExitStack() as listening:
+        for user in members:
+            await listening.enter_async_context(broker.listen(user_channel(user), keep(user)))
+        await update(api, team, "OWNER", id=card, title="One")
+        await update(api, team, "EDITOR", id=other, title="Two")
+        await update(api, team, "EDITOR", id=card, position=9.0)
+        last = await update(api, team, "OWNER", id=card, title="Three")
+        await api.runtime.relay.idle()
+
+        async def all_woken() -> bool:
+            return all(
+                wakeups and wakeups[-1].carried and wakeups[-1].carried.version == last["version"]
+                for wakeups in received.values()
+            )
+
+        await eventually(all_woken, "each member's wake-up for the last rename")
+    async with api.runtime.engine.connect() as connection:
+        rows = (await connection.execute(select(change_audience))).all()
+    for user, wakeups in received.items():
+        logged = sorted(row.change_id for row in rows if row.user_id == user)
+        mine = logged[-5:]  # (two renames, a move and its board, a rename)
+        assert [w.change_id for w in wakeups] == mine[:2] + mine[3:]  # (one per commit)
+        for wakeup in wakeups:
+            before = [change for change in logged if change < wakeup.change_id]
+            assert wakeup.carried is not None
+            assert wakeup.previous == (before[-1] if before else 0)
 
 
 def test_writes_without_a_session_capture_when_the_sessions_would(

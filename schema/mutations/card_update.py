@@ -58,6 +58,7 @@ from schema.permissions import EDIT_CARDS, ROLE_ON_BOARD, require_role
 from subscriptions.capture import captures, hand_over, sink_of, update_written
 from subscriptions.changelog import (
     LOG_CTES,
+    ONE_CHANGE_LOG_CTES,
     apply_written,
     log_parameters,
     record_changes_on_driver,
@@ -277,7 +278,23 @@ WITH target AS MATERIALIZED (
         {assignee}
     RETURNING cards.*, target.old_position, target.old_version
 )"""  # noqa: S608 - names only from _WRITABLE and the models (docstring)
-    if logged:
+    if logged and "position" not in columns:
+        # The card's change alone (its board is announced only when it moves).
+        sql += f""", change AS (
+    SELECT CAST('{models.Card.realtime_typename}' AS TEXT) AS typename,
+        CAST(id AS BIGINT) AS record_id, CAST('{updated}' AS TEXT) AS op,
+        CAST(version AS INTEGER) AS version
+    FROM updated
+), concerned AS MATERIALIZED (
+    SELECT member.user_id FROM updated CROSS JOIN LATERAL (
+        SELECT user_id FROM memberships WHERE memberships.board_id = updated.board_id
+        OFFSET 0
+    ) AS member
+),{ONE_CHANGE_LOG_CTES}
+SELECT {returned}, written.ord, written.id, written.users, written.previous
+FROM updated LEFT JOIN written ON true
+"""  # noqa: S608
+    elif logged:
         board = ""
         if "position" in columns:
             board = f"""
