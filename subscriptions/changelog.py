@@ -139,12 +139,20 @@ input AS MATERIALIZED (
         AS pending(ord, user_id)
 )"""
 
+# Both forms of the write below log the changes `numbered` holds (id and the `input`
+# columns) the same way.
+_LOGGED = """logged AS (
+    INSERT INTO change_log (id, committed_at, typename, record_id, op, version)
+    SELECT id, CAST(:committed_at AS TIMESTAMPTZ), typename, record_id, op, version
+    FROM numbered
+)"""
+
 # The write itself, as CTEs ending in `written` (ord, id, users, previous: one row per
 # change kept). Parameters :lock_key, :committed_at and :previous_limit.
 # `locked` reads `kept`: the lock is taken once every change and audience is known (in
 # a statement that also updates, once its UPDATE is done: a row lock it waits for is
 # not waited for holding the commit-order lock), and not at all when nothing is kept.
-LOG_CTES = """
+LOG_CTES = f"""
 concerned AS MATERIALIZED (
     SELECT ord, user_id FROM given
     UNION
@@ -176,11 +184,7 @@ concerned AS MATERIALIZED (
     SELECT id, row_number() OVER (ORDER BY id) AS rank FROM ids
 ), numbered AS MATERIALIZED (
     SELECT ranked.id, kept.* FROM kept JOIN ranked USING (rank)
-), logged AS (
-    INSERT INTO change_log (id, committed_at, typename, record_id, op, version)
-    SELECT id, CAST(:committed_at AS TIMESTAMPTZ), typename, record_id, op, version
-    FROM numbered
-), audience AS (
+), {_LOGGED}, audience AS (
     INSERT INTO change_audience (user_id, change_id)
     SELECT concerned.user_id, numbered.id FROM concerned JOIN numbered USING (ord)
 ), concerns AS MATERIALIZED (
@@ -198,7 +202,7 @@ concerned AS MATERIALIZED (
         ) AS previous
     FROM concerns
     GROUP BY ord, id
-)"""
+)"""  # noqa: S608 - constants only
 
 # LOG_CTES for a statement that logs at most one change (schema.mutations.card_update's
 # update that does not move its card): the same `written` row, without what ordering and
@@ -210,16 +214,12 @@ concerned AS MATERIALIZED (
 # (user_id: each user the change concerns, once). Measured (PostgreSQL 15, one user's
 # card renamed back to back): the UPDATE alone 0.31 ms, with LOG_CTES 0.48 ms, with
 # these 0.38 ms.
-ONE_CHANGE_LOG_CTES = """
+ONE_CHANGE_LOG_CTES = f"""
 locked AS MATERIALIZED (
     SELECT pg_advisory_xact_lock(:lock_key) FROM (SELECT FROM concerned LIMIT 1) AS any_concerned
 ), numbered AS MATERIALIZED (
     SELECT nextval('change_log_id_seq'::regclass) AS id, change.* FROM locked, change
-), logged AS (
-    INSERT INTO change_log (id, committed_at, typename, record_id, op, version)
-    SELECT id, CAST(:committed_at AS TIMESTAMPTZ), typename, record_id, op, version
-    FROM numbered
-), audience AS (
+), {_LOGGED}, audience AS (
     INSERT INTO change_audience (user_id, change_id)
     SELECT concerned.user_id, numbered.id FROM concerned, numbered
 ), written AS (
@@ -232,7 +232,7 @@ locked AS MATERIALIZED (
         ) AS previous
     FROM numbered, concerned
     GROUP BY numbered.id
-)"""
+)"""  # noqa: S608 - constants only
 
 _WRITE_POSTGRESQL = text(
     "WITH"
