@@ -32,13 +32,23 @@ class Sizes:
     rate_high: float = 200.0
     # Offered to 100 sockets of one user; the best delivered rate counts (too high a
     # rate spends the server on mutations, too low a one does not saturate it). 140 and
-    # 170 since a faster machine delivered everything offered at 115/s (2026-12-01).
-    saturation_rates_one_user: tuple[float, ...] = (60.0, 80.0, 100.0, 115.0, 140.0, 170.0)
-    # Offered to the 1,000 sockets of the 100 users sharing one board (8,000 and 12,000
+    # 170 since a faster machine delivered everything offered at 115/s (2026-12-01);
+    # 200 and 240 since one delivered everything offered at 170/s (the same day).
+    saturation_rates_one_user: tuple[float, ...] = (
+        60.0,
+        80.0,
+        100.0,
+        115.0,
+        140.0,
+        170.0,
+        200.0,
+        240.0,
+    )
+    # Offered to the 1,000 sockets of the 100 users sharing one board (8,000 to 24,000
     # updates/s offered; the best delivered rate counts): at 8/s alone Commitcast
     # delivered nearly everything offered, a figure of the offer rather than of the
-    # server.
-    saturation_rates_team: tuple[float, ...] = (8.0, 12.0)
+    # server, and later nearly everything at 12 and at 16/s (2026-12-01).
+    saturation_rates_team: tuple[float, ...] = (8.0, 12.0, 16.0, 20.0, 24.0)
     # Offered to the 1,000 members of one board.
     saturation_rate_board: float = 8.0
     # Mutations sent, and not counted, before a closed-loop mutation-latency figure: each

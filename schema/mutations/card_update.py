@@ -4,7 +4,9 @@ An update that applies (the viewer may edit the card, expectedVersion matches, t
 assignee is a member, something differs) is one statement outside a transaction: it
 finds the card and the viewer's role, updates what the input gives (the version, and
 updated_at, as the session's flush would), and writes the change log from the rows its
-UPDATE returns (subscriptions.changelog.LOG_CTES). PostgreSQL commits it as it ends.
+UPDATE returns (subscriptions.changelog: LOG_CTES when a position is given, since the
+card's board may change too; otherwise ONE_CHANGE_LOG_CTES, for the card's change
+alone). PostgreSQL commits it as it ends.
 Every other case (a refusal, nothing to change) then runs as a write transaction on the
 driver, which reads, checks and answers exactly as the session path (schema.mutations
 .cards, which SQLite keeps) does: BEGIN, the card and the viewer's role FOR NO KEY
@@ -295,18 +297,16 @@ SELECT {returned}, written.ord, written.id, written.users, written.previous
 FROM updated LEFT JOIN written ON true
 """  # noqa: S608
     elif logged:
-        board = ""
-        if "position" in columns:
-            board = f"""
-    UNION ALL
-    SELECT '{models.Board.realtime_typename}', board_id, '{updated}', NULL, {_BOARD_ORD}
-    FROM updated
-    WHERE old_position IS DISTINCT FROM position OR version <> old_version + 1"""  # noqa: S608
+        # The card's change, and its board's when it moved (see the module docstring).
         sql += f""", input AS MATERIALIZED (
     SELECT CAST('{models.Card.realtime_typename}' AS TEXT) AS typename,
         CAST(id AS BIGINT) AS record_id, CAST('{updated}' AS TEXT) AS op,
         CAST(version AS INTEGER) AS version, CAST({_CARD_ORD} AS BIGINT) AS ord
-    FROM updated{board}
+    FROM updated
+    UNION ALL
+    SELECT '{models.Board.realtime_typename}', board_id, '{updated}', NULL, {_BOARD_ORD}
+    FROM updated
+    WHERE old_position IS DISTINCT FROM position OR version <> old_version + 1
 ), given AS (
     SELECT CAST(NULL AS BIGINT) AS ord, CAST(NULL AS INTEGER) AS user_id WHERE false
 ), pending_boards AS (
