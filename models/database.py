@@ -48,9 +48,6 @@ _RETRYABLE_READ: ContextVar[bool] = ContextVar("commitcast_retryable_read", defa
 # Set while a write transaction takes its connection (begin_on_checkout): the checkout's
 # liveness check is the transaction's own BEGIN.
 _BEGIN_AT_CHECKOUT: ContextVar[bool] = ContextVar("commitcast_begin_at_checkout", default=False)
-# Set while a statement that commits as it ends takes its connection (write_on_driver):
-# the checkout's liveness check is the driver's own knowledge (see there).
-_OPEN_ON_DRIVER: ContextVar[bool] = ContextVar("commitcast_open_on_driver", default=False)
 
 
 def is_sqlite(url: str) -> bool:
@@ -134,30 +131,11 @@ async def fetch_value_on_driver(engine: AsyncEngine, statement: str, *args: Any)
 
 
 async def fetch_on_driver(engine: AsyncEngine, statement: str, *args: Any) -> list[Any]:
-    """fetch_value_on_driver, for every row (asyncpg Records: by index or column name)."""
+    """fetch_value_on_driver, for every row (asyncpg Records: by index or column name).
+    Also for one statement that writes (schema.mutations.card_update), which PostgreSQL
+    commits as it ends: outside read_retrying_stale, whose second try would send it
+    twice, so that the checkout checks the connection first."""
     rows: list[Any] = await _on_driver(engine, "fetch", statement, args)
-    return rows
-
-
-async def write_on_driver(engine: AsyncEngine, statement: str, *args: Any) -> list[Any]:
-    """fetch_on_driver for one statement that writes, outside a transaction
-    (schema.mutations.card_update): PostgreSQL commits it as it ends, so it is sent at
-    most once, never run again as read_retrying_stale would.
-
-    Its connection is checked without a round trip: asyncpg reads its socket whenever
-    the event loop runs, so a connection PostgreSQL closed (a restart, an idle timeout,
-    an administrator: each ends the connection with a message and a FIN) is known closed
-    by the time a request takes it, and fails the checkout as a failed ping does (the
-    pool discards its connections and hands out a fresh one). The ping (SELECT 1) had
-    cost each such write a round trip: 0.15 ms of its 1.8 ms, measured. What it caught
-    besides is a connection closed in the instant between the event loop's last read
-    and the statement (as a ping still leaves the instant between itself and the
-    statement): the write then fails with an error, having run nowhere."""
-    token = _OPEN_ON_DRIVER.set(True)
-    try:
-        rows: list[Any] = await _on_driver(engine, "fetch", statement, args)
-    finally:
-        _OPEN_ON_DRIVER.reset(token)
     return rows
 
 
@@ -280,11 +258,6 @@ def _ping_on_checkout(engine: AsyncEngine) -> None:
     def ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         if _RETRYABLE_READ.get():
             return  # (a ContextVar: SQLAlchemy runs this in the awaiting task's context)
-        if _OPEN_ON_DRIVER.get():
-            driver = getattr(dbapi_connection, "driver_connection", None)
-            if driver is None or not driver.is_closed():
-                return
-            raise InvalidatePoolError("pooled connection was closed by the database")
         # SQLAlchemy's asyncpg adapter starts its transaction lazily, before the first
         # statement, unless one was started (a private method, in SQLAlchemy 2.0 and
         # 2.1; without it, the plain ping).

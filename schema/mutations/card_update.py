@@ -18,8 +18,7 @@ write to the end of the COMMIT. With the COMMIT a round trip later, the lock was
 while the event loop came round to send it: in the benchmark's 200 changes/s, a fifth
 of the time 8 to 16 writes stood waiting for it (pg_stat_activity). In one statement it
 is held inside PostgreSQL only, from the write to the commit. And one round trip instead
-of six (five and a pooled connection's check: write_on_driver checks it without one),
-without SQLAlchemy's session around them:
+of five (and a pooled connection's check), without SQLAlchemy's session around them:
 its unit of work, identity map, flush and commit events, and each statement's execution
 context cost more CPU than the statements.
 
@@ -50,7 +49,7 @@ from sqlalchemy.orm import class_mapper
 
 import models
 from models.base import UTCDateTime
-from models.database import read_retrying_stale, write_on_driver
+from models.database import fetch_on_driver, read_retrying_stale
 from models.driver_snapshot import DriverWrite
 from models.realtime import BoardAudience
 from schema.context import Context
@@ -214,8 +213,9 @@ async def _in_one_statement(
         expected=request.expected,
         now=now,
     )
-    # (Never sent twice: write_on_driver says how its connection is checked.)
-    rows = await write_on_driver(engine, statement, *(parameters[name] for name in names))
+    # (Outside read_retrying_stale: the pooled connection is checked before the write,
+    # which is never sent twice.)
+    rows = await fetch_on_driver(engine, statement, *(parameters[name] for name in names))
     if not rows:
         return None
     card = new_card(zip(_KEYS, rows[0], strict=False))
