@@ -19,6 +19,7 @@ from app.revocation import TokenRevocations
 from app.settings import Settings
 from models import deployment_id
 from models.database import create_engine, create_sessionmakers, is_sqlite
+from models.kept_snapshots import KeptSnapshots
 from models.migrate import upgrade
 from schema.context import LOGINS_PER_EMAIL, MUTATIONS_PER_USER, SIGN_INS_PER_ADDRESS
 from schema.shared_reads import ReadGroups
@@ -50,6 +51,9 @@ class Runtime:
     # The snapshot and loaders that subscriptions presenting changes at the same time
     # share, whatever their viewer (schema.shared_reads).
     read_groups: ReadGroups
+    # Delivery snapshots' connections kept from one snapshot to the next (PostgreSQL;
+    # None on SQLite): models.kept_snapshots.
+    kept_snapshots: KeptSnapshots | None
 
 
 def _ensure_sqlite_directory(url: str) -> None:
@@ -114,6 +118,11 @@ async def open_runtime(
         read_sessions, write_sessions = create_sessionmakers(
             engine, sync_session_class=CapturingSession, info={SINK_KEY: relay}
         )
+        # Delivery snapshots' connections, kept from one snapshot to the next
+        # (PostgreSQL), given back before the engine is disposed.
+        kept_snapshots = KeptSnapshots.for_sessions(read_sessions)
+        if kept_snapshots is not None:
+            stack.push_async_callback(kept_snapshots.aclose)
         feed = UpdateFeed(broker, engine)
         yield Runtime(
             settings=settings,
@@ -131,6 +140,10 @@ async def open_runtime(
             access_fence=access_fence,
             rate_limiter=rate_limiter,
             read_groups=ReadGroups(
-                read_sessions, lambda: access_fence.clock, lambda: feed.hubs.watermark.value
+                read_sessions,
+                lambda: access_fence.clock,
+                lambda: feed.hubs.watermark.value,
+                kept_snapshots,
             ),
+            kept_snapshots=kept_snapshots,
         )

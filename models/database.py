@@ -170,7 +170,7 @@ def is_driver_statement(query: str) -> bool:
     JIT setting turned off around them). For counting statements (bench/, tests)."""
     text = query.strip()
     control = text.upper()
-    if control.startswith("BEGIN") or control in ("COMMIT;", "ROLLBACK;", "SELECT 1"):
+    if control.startswith(("BEGIN", "COMMIT", "ROLLBACK")) or control == "SELECT 1":
         return False
     return text not in _ASYNCPG_TYPE_LOOKUPS and "set_config('jit'" not in text
 

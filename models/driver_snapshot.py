@@ -240,6 +240,25 @@ class DriverSnapshot:
     def _break(self, exc: BaseException) -> None:
         self._broken = exc
 
+    @property
+    def renewable(self) -> bool:
+        """Whether `renew` may run: a read-only snapshot whose connection is sound."""
+        return self.RENEW is not None and self._broken is None and not self._committed
+
+    # What `renew` sends: this snapshot's end and the next one's BEGIN, as asyncpg's
+    # Transaction would send them (TRANSACTION). None: not renewable (DriverWrite).
+    RENEW: ClassVar[str | None] = "ROLLBACK; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+    async def renew(self) -> None:
+        """End this snapshot and begin the next on the same connection, in one round
+        trip (models.kept_snapshots). The next snapshot is taken at its first statement,
+        not at its BEGIN (REPEATABLE READ), so it is no older than one opened then. The
+        transaction stays this object's: `close()` rolls back whichever is open."""
+        if self.RENEW is None or not self.renewable:
+            raise RuntimeError("only a sound read-only snapshot can be renewed")
+        with errors_as_sqlalchemys(self.RENEW, (), self._driver, self._break):
+            await self._driver.execute(self.RENEW)
+
     async def close(self) -> None:
         """Roll back and give the connection back to the pool. A connection that broke,
         or whose ROLLBACK failed, is invalidated instead: never pooled with a
@@ -268,6 +287,7 @@ class DriverWrite(DriverSnapshot):
     `commit()`; `close()` always, which rolls back what was not committed."""
 
     TRANSACTION: ClassVar[Mapping[str, Any]] = {"isolation": "read_committed"}
+    RENEW: ClassVar[str | None] = None
 
     async def execute(self, statement: Update, parameters: Mapping[str, Any]) -> list[Any]:
         """Run an UPDATE (bind parameters by name, as for `rows`); its RETURNING rows."""

@@ -21,9 +21,11 @@ Otherwise it starts a new one (ReadGroups), and the old one ends with its last h
 The session is released soon after no subscription uses it (LINGER; at once when a newer
 one took over): each subscription holds the loaders from the start of its reload until
 its result is built (Context.close, called before the send, releases it), so a slow
-client never pins a connection. Once ended, nothing keeps them: neither ReadGroups nor
-the subscriptions that read through them (schema.subscription), so that what they loaded
-is freed at the next young collection instead of piling up for the older ones.
+client never pins a connection (on PostgreSQL the app keeps a snapshot's connection for
+the next one, its BEGIN already sent: models.kept_snapshots). Once ended, nothing keeps
+them: neither ReadGroups nor the subscriptions that read through them
+(schema.subscription), so that what they loaded is freed at the next young collection
+instead of piling up for the older ones.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.database import read_retrying_stale
 from models.driver_snapshot import DriverSnapshot, driver_engine
+from models.kept_snapshots import KeptSnapshots
 from schema.loaders import AccessLoaders, Loaders, RecordLoaders, fetch_rows
 from subscriptions.hub import Batch
 
@@ -58,8 +61,12 @@ class SharedReads:
         clock: Callable[[], int] = lambda: 0,
         committed: Callable[[], int] = lambda: 0,
         on_end: Callable[[SharedReads], None] | None = None,
+        kept: KeptSnapshots | None = None,
     ) -> None:
         self._sessions = sessions
+        # Where its snapshot comes from and goes back to, when the process keeps
+        # snapshot connections (models.kept_snapshots); otherwise opened and closed here.
+        self._kept = kept
         # Told when these reads have ended (ReadGroups then lets go of them).
         self._on_end = on_end
         # The access fence's clock (subscriptions.fence), read when the session opens.
@@ -153,7 +160,10 @@ class SharedReads:
         # After a statement still in flight (a holder cancelled half-way, say).
         async with self._lock:
             try:
-                await snapshot.close()
+                if self._kept is not None and isinstance(snapshot, DriverSnapshot):
+                    await self._kept.close(snapshot)
+                else:
+                    await snapshot.close()
             except Exception:
                 logger.exception("closing a shared read session failed")
 
@@ -174,6 +184,7 @@ class SharedReads:
                     self._end_when_idle()
 
     async def _open(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Sequence[Any]:
+        retrying = self._snapshot is not None
         if self._snapshot is not None:  # a try that found its connection dropped
             snapshot, self._snapshot = self._snapshot, None
             await snapshot.close()
@@ -181,7 +192,10 @@ class SharedReads:
         self._session_clock = self._clock()
         self._committed_at_open = self._committed()
         self._opened_at = time.monotonic_ns()
-        self._snapshot = await open_snapshot(self._sessions)
+        if self._kept is not None:
+            self._snapshot = await self._kept.open(fresh=retrying)
+        else:
+            self._snapshot = await open_snapshot(self._sessions)
         return await self._snapshot.rows(statement, parameters)
 
 
@@ -222,17 +236,21 @@ async def open_snapshot(sessions: async_sessionmaker[AsyncSession]) -> Snapshot:
 class ReadGroups:
     """The SharedReads that subscriptions join now (one per process, or per batch).
     `clock`: the access fence's; `committed`: the newest change id the process knows
-    committed (subscriptions.hub.Watermark)."""
+    committed (subscriptions.hub.Watermark); `kept`: the process's kept snapshot
+    connections (PostgreSQL; its owner closes them)."""
 
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         clock: Callable[[], int] = lambda: 0,
         committed: Callable[[], int] = lambda: 0,
+        kept: KeptSnapshots | None = None,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
         self._committed = committed
+        # The process's kept snapshot connections (PostgreSQL), for every SharedReads.
+        self._kept = kept
         self._current: SharedReads | None = None
 
     def join(self, batch: Batch) -> SharedReads:
@@ -241,7 +259,9 @@ class ReadGroups:
         if current is None or not current.fresh_for(batch):
             if current is not None:
                 current.supersede()
-            current = SharedReads(self._sessions, self._clock, self._committed, self._ended)
+            current = SharedReads(
+                self._sessions, self._clock, self._committed, self._ended, self._kept
+            )
             self._current = current
         return current
 

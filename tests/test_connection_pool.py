@@ -32,6 +32,7 @@ from models.database import (
     read_retrying_stale,
 )
 from models.driver_snapshot import DriverWrite
+from models.kept_snapshots import KeptSnapshots
 from models.migrate import upgrade
 from schema.shared_reads import SharedReads
 from subscriptions.log_reader import LogReader
@@ -251,6 +252,52 @@ async def test_change_log_reads_and_delivery_snapshots_survive_dropped_connectio
             assert caplog.text.count(RETRIED) == 2
     finally:
         await engine.dispose()
+
+
+async def test_a_delivery_snapshot_on_a_kept_connection_postgresql_dropped_reads_again(
+    migrated: tuple[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kept snapshot connection (models.kept_snapshots) has sent its BEGIN and waits;
+    dropped meanwhile, the first read on it fails and runs again on a pooled connection,
+    and every other kept one is let go (it may be dropped too)."""
+    url, admin = migrated
+    name = make_url(url).database or ""
+    engine = create_engine(url)
+    read_sessions, _ = create_sessionmakers(engine)
+    kept = KeptSnapshots(engine)
+
+    def kept_count(expected: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return len(kept) == expected
+
+        return check
+
+    try:
+        with caplog.at_level(logging.INFO, logger="commitcast.database"):
+            reads = SharedReads(read_sessions, kept=kept)
+            assert await reads.acquire(1).user.load(1) is None
+            reads.release()
+            reads.supersede()
+            await eventually(kept_count(1), "the snapshot's connection kept")
+            await drop_connections(admin, name)
+
+            reads = SharedReads(read_sessions, kept=kept)
+            assert await reads.acquire(1).user.load(1) is None
+            reads.release()
+            assert caplog.text.count(RETRIED) == 1
+            reads.supersede()
+            await eventually(kept_count(1), "the fresh connection kept in its place")
+    finally:
+        await kept.aclose()
+        await engine.dispose()
+    await eventually(lambda: _none_left(admin, name), "no connection left behind")
+
+
+async def _none_left(admin: Any, database: str) -> bool:
+    count = await admin.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database
+    )
+    return int(count) == 0
 
 
 async def test_requests_survive_dropped_connections(

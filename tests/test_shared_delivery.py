@@ -14,8 +14,8 @@ construction. The counts must be equal.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -43,11 +43,17 @@ class StatementCounter:
         self.statements.append(statement.split("\n")[0][:80])
 
 
-@contextmanager
-def counting(realtime: Realtime) -> Iterator[StatementCounter]:
-    """Through SQLAlchemy's cursor, and on asyncpg directly (the revocation check and
-    the change-log reads, on PostgreSQL)."""
-    engine = realtime.server.runtime.engine
+@asynccontextmanager
+async def counting(realtime: Realtime) -> AsyncIterator[StatementCounter]:
+    """Through SQLAlchemy's cursor, and on asyncpg directly (the revocation check, the
+    change-log reads and the deliveries' snapshots, on PostgreSQL). asyncpg's logger is
+    attached to each connection as the pool hands it out: a delivery snapshot's
+    connection kept from before (models.kept_snapshots) is given back first, so that
+    the next one is handed out again."""
+    runtime = realtime.server.runtime
+    if runtime.kept_snapshots is not None:
+        await runtime.kept_snapshots.release()
+    engine = runtime.engine
     counter = StatementCounter()
     event.listen(engine.sync_engine, "before_cursor_execute", counter)
     try:
@@ -89,7 +95,7 @@ async def statements_per_change(
         await asyncio.gather(*(until_title(s, card, f"live {subscriptions}") for s in sockets))
         await realtime.server.runtime.relay.idle()
 
-        with counting(realtime) as counter:
+        async with counting(realtime) as counter:
             for n in range(CHANGES):
                 title = f"{subscriptions} subscriptions, change {n}"
                 await rename(realtime, ann, card, title)
@@ -142,7 +148,7 @@ async def reload_statements_per_change(
         await asyncio.gather(*(until_title(s, card, f"live {len(members)}") for s in sockets))
         await realtime.server.runtime.relay.idle()
 
-        with counting(realtime) as counter:
+        async with counting(realtime) as counter:
             for n in range(CHANGES):
                 title = f"{len(members)} members, change {n}"
                 await rename(realtime, owner, card, title)
