@@ -13,6 +13,8 @@ from bench.receivers import Pool, SocketSpec
 from bench.targets import Target
 
 DRAIN_TIMEOUT = 15.0
+# Closed-loop mutations each server takes in turn, in the real-time cost comparison.
+BLOCK = 20
 LIVE_TIMEOUT = 120.0
 PROBE_WAIT = 10.0
 
@@ -288,93 +290,82 @@ class Bench:
         # (The stats request itself runs no SQL.)
         return round((await self.target.statements() - before) / changes, 2)
 
-    async def mutation_latency(self, board: str) -> dict[str, Any]:
-        """Sequential mutations (closed loop), after a warm-up that is not counted."""
-        return summary(await self._closed_loop(board))
-
-    async def _closed_loop(self, board: str) -> list[float]:
-        for _ in range(self.sizes.mutation_warmup):
-            await self.target.mutate(
-                self.owner(board), self.next_card(board), f"w{next(self._titles)}"
-            )
-        durations = []
-        for _ in range(self.sizes.mutations):
-            _, _, took = await self.target.mutate(
-                self.owner(board), self.next_card(board), f"l{next(self._titles)}"
-            )
-            durations.append(took)
-        return durations
-
-    async def realtime_cost(self, user: str) -> dict[str, dict[str, Any]]:
-        """Mutation latency (closed loop) on a server with real-time off (`off`), on
-        with nobody subscribed (`nobody`) and on with one subscription of `user`
-        (`one`), each server freshly started, alternating `mutation_rounds` times: all
-        on the database as it is now, so that no figure is taken on a fresher (or more
-        worn) database than another, and machine drift spreads over all three. Then the
-        same three at `rate_low`, side by side (`paced_side_by_side`). Leaves the
-        server stopped."""
-        board = user  # (the user's own board)
-        samples: dict[str, list[float]] = {"off": [], "nobody": [], "one": []}
-        for _ in range(self.sizes.mutation_rounds):
-            await self._restart(realtime=False)
-            samples["off"] += await self._closed_loop(board)
-            await self._restart(realtime=True)
-            samples["nobody"] += await self._closed_loop(board)
-            await self.open_live("one", self.specs([user], 1), [board])
-            samples["one"] += await self._closed_loop(board)
-            await self.pool.close("one")
-        costs = {name: summary(durations) for name, durations in samples.items()}
+    async def realtime_cost(self, user: str, apart: str) -> dict[str, dict[str, Any]]:
+        """Mutation latency with real-time off (`off`), on with nobody subscribed
+        (`nobody`) and on with one subscription of `user` (`one`): three servers on this
+        target's database, side by side, the first two changing cards of the board
+        `apart` (whose changes wake nobody), the third of `user`'s own board. First back
+        to back (closed loop: the next mutation leaves when the last one answered), in
+        turn, BLOCK mutations at a time, `mutations` times `mutation_rounds` each; then
+        paced, at `rate_low` in all (`paced_*`). Each figure comes from the same minutes
+        as the other two: this VM's speed drifts by 25 % and more within minutes, and
+        figures taken one server after the other moved by more than the difference
+        measured (in one run, nobody subscribed came out slower than one subscriber).
+        The servers share the broker: had `nobody` changed `user`'s board, `one`'s
+        subscriber would have been woken too, and its deliveries would have competed
+        with `nobody`'s next mutation. Leaves the target stopped."""
         await self.target.stop()
-        costs.update(await self.paced_side_by_side(user, self.sizes.rate_low))
-        return costs
-
-    async def _restart(self, *, realtime: bool) -> None:
-        await self.target.stop()
-        await self.target.start(realtime=realtime)
-
-    async def paced_side_by_side(self, user: str, rate: float) -> dict[str, dict[str, Any]]:
-        """Mutation latency at `rate` mutations/s in all, sent one at a time and in turn
-        to three servers on this target's database: real-time off (`paced_off`), on
-        with nobody subscribed (`paced_nobody`) and on with one subscription of `user`
-        (`paced_on`). Each figure comes from the same seconds as the others: this VM's
-        speed drifts by 25 % and more within minutes, which moved figures taken one
-        after the other by more than the difference measured. At this rate a
-        subscriber's deliveries run between mutations, so this is what real-time adds
-        to a mutation's own path. (The servers share the broker: a wake-up published by
-        `paced_nobody` reaches the subscriber on `paced_on` too.)"""
-        board = user
-        servers = {"paced_off": self.target.twin(), "paced_nobody": self.target.twin()}
-        servers["paced_on"] = self.target.twin()
+        servers = {name: self.target.twin() for name in ("off", "nobody", "one")}
+        boards = {"off": apart, "nobody": apart, "one": user}
         try:
             for name, server in servers.items():
-                await server.start(realtime=name != "paced_off")
-            on = Bench(servers["paced_on"], self.pool, self.sizes)
-            await on.open_live("one", on.specs([user], 1), [board])
-            for server in servers.values():
+                await server.start(realtime=name != "off")
+            subscribed = Bench(servers["one"], self.pool, self.sizes)
+            subscribed._titles = self._titles  # (a title used before changes nothing)
+            await subscribed.open_live("one", subscribed.specs([user], 1), [user])
+            for name, server in servers.items():
                 for _ in range(self.sizes.mutation_warmup):
-                    await server.mutate(
-                        self.owner(board), self.next_card(board), f"w{next(self._titles)}"
-                    )
-            durations: dict[str, list[float]] = {name: [] for name in servers}
-            turns = itertools.cycle(servers.items())
-            started = time.perf_counter()
-            # As many mutations per server as one server gets in `latency_seconds`.
-            for n in range(int(rate * self.sizes.latency_seconds) * len(servers)):
-                delay = started + n / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                name, server = next(turns)
-                _, _, took = await server.mutate(
-                    self.owner(board), self.next_card(board), f"s{next(self._titles)}"
-                )
-                durations[name].append(took)
+                    await self._mutate(server, boards[name], "w")
+            costs = await self._back_to_back(servers, boards)
+            costs.update(await self._paced(servers, boards, self.sizes.rate_low))
             await self.pool.close("one")
         finally:
             for server in servers.values():
                 await server.stop()
                 await server.close()
+        return costs
+
+    async def _mutate(self, server: Target, board: str, prefix: str) -> float:
+        _, _, took = await server.mutate(
+            self.owner(board), self.next_card(board), f"{prefix}{next(self._titles)}"
+        )
+        return took
+
+    async def _back_to_back(
+        self, servers: dict[str, Target], boards: dict[str, str]
+    ) -> dict[str, dict[str, Any]]:
+        total = self.sizes.mutations * self.sizes.mutation_rounds
+        durations: dict[str, list[float]] = {name: [] for name in servers}
+        order = list(servers)
+        for start in range(0, total, BLOCK):
+            for name in order:
+                for _ in range(min(BLOCK, total - start)):
+                    durations[name].append(await self._mutate(servers[name], boards[name], "l"))
+            order.reverse()  # (no server always right after another)
         return {
-            name: {"rate": rate, "servers": len(servers), **summary(taken)}
+            name: {"servers": len(servers), "block": BLOCK, **summary(taken)}
+            for name, taken in durations.items()
+        }
+
+    async def _paced(
+        self, servers: dict[str, Target], boards: dict[str, str], rate: float
+    ) -> dict[str, dict[str, Any]]:
+        """At `rate` mutations/s in all, one at a time and in turn to each server. At
+        this rate a subscriber's deliveries run between mutations, so this is what
+        real-time adds to a mutation's own path."""
+        durations: dict[str, list[float]] = {name: [] for name in servers}
+        turns = itertools.cycle(servers)
+        started = time.perf_counter()
+        # As many mutations per server as one server gets in `latency_seconds`.
+        for n in range(int(rate * self.sizes.latency_seconds) * len(servers)):
+            delay = started + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            name = next(turns)
+            durations[name].append(await self._mutate(servers[name], boards[name], "s"))
+        keys = {"off": "paced_off", "nobody": "paced_nobody", "one": "paced_on"}
+        return {
+            keys[name]: {"rate": rate, "servers": len(servers), **summary(taken)}
             for name, taken in durations.items()
         }
 
