@@ -293,6 +293,48 @@ async def test_a_delivery_snapshot_on_a_kept_connection_postgresql_dropped_reads
     await eventually(lambda: _none_left(admin, name), "no connection left behind")
 
 
+async def test_a_kept_snapshot_connection_ended_by_an_idle_in_transaction_timeout_reads_again(
+    migrated: tuple[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/operations.md: an idle_in_transaction_session_timeout shorter than a kept
+    connection's wait ends it harmlessly; the next delivery reads again on a fresh one."""
+    url, admin = migrated
+    name = make_url(url).database or ""
+    await admin.execute(f'ALTER DATABASE "{name}" SET idle_in_transaction_session_timeout = 200')
+    engine = create_engine(url)
+    read_sessions, _ = create_sessionmakers(engine)
+    kept = KeptSnapshots(engine, idle=30)
+
+    async def ended() -> bool:
+        count = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = $1 AND state = 'idle in transaction'",
+            name,
+        )
+        return int(count) == 0
+
+    try:
+        with caplog.at_level(logging.INFO, logger="commitcast.database"):
+            reads = SharedReads(read_sessions, kept=kept)
+            assert await reads.acquire(1).user.load(1) is None
+            reads.release()
+            reads.supersede()
+
+            async def one_kept() -> bool:
+                return len(kept) == 1
+
+            await eventually(one_kept, "the snapshot's connection kept")
+            await eventually(ended, "PostgreSQL ending the idle transaction")
+
+            reads = SharedReads(read_sessions, kept=kept)
+            assert await reads.acquire(1).user.load(1) is None
+            reads.release()
+            assert caplog.text.count(RETRIED) == 1
+    finally:
+        await kept.aclose()
+        await engine.dispose()
+
+
 async def _none_left(admin: Any, database: str) -> bool:
     count = await admin.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database
