@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.runtime import open_runtime
 from app.settings import Settings
@@ -254,39 +254,38 @@ async def test_change_log_reads_and_delivery_snapshots_survive_dropped_connectio
         await engine.dispose()
 
 
+async def read_and_keep(
+    read_sessions: async_sessionmaker[AsyncSession], kept: KeptSnapshots
+) -> None:
+    """One delivery's read through `kept`: its snapshot ended, its connection kept."""
+    reads = SharedReads(read_sessions, kept=kept)
+    assert await reads.acquire(1).user.load(1) is None
+    reads.release()
+    reads.supersede()
+
+    async def one_kept() -> bool:
+        return len(kept) == 1
+
+    await eventually(one_kept, "the snapshot's connection kept")
+
+
 async def test_a_delivery_snapshot_on_a_kept_connection_postgresql_dropped_reads_again(
     migrated: tuple[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A kept snapshot connection (models.kept_snapshots) has sent its BEGIN and waits;
     dropped meanwhile, the first read on it fails and runs again on a pooled connection,
-    and every other kept one is let go (it may be dropped too)."""
+    whose snapshot is then kept in its place."""
     url, admin = migrated
     name = make_url(url).database or ""
     engine = create_engine(url)
     read_sessions, _ = create_sessionmakers(engine)
     kept = KeptSnapshots(engine)
-
-    def kept_count(expected: int) -> Callable[[], Awaitable[bool]]:
-        async def check() -> bool:
-            return len(kept) == expected
-
-        return check
-
     try:
         with caplog.at_level(logging.INFO, logger="commitcast.database"):
-            reads = SharedReads(read_sessions, kept=kept)
-            assert await reads.acquire(1).user.load(1) is None
-            reads.release()
-            reads.supersede()
-            await eventually(kept_count(1), "the snapshot's connection kept")
+            await read_and_keep(read_sessions, kept)
             await drop_connections(admin, name)
-
-            reads = SharedReads(read_sessions, kept=kept)
-            assert await reads.acquire(1).user.load(1) is None
-            reads.release()
+            await read_and_keep(read_sessions, kept)
             assert caplog.text.count(RETRIED) == 1
-            reads.supersede()
-            await eventually(kept_count(1), "the fresh connection kept in its place")
     finally:
         await kept.aclose()
         await engine.dispose()
@@ -315,20 +314,9 @@ async def test_a_kept_snapshot_connection_ended_by_an_idle_in_transaction_timeou
 
     try:
         with caplog.at_level(logging.INFO, logger="commitcast.database"):
-            reads = SharedReads(read_sessions, kept=kept)
-            assert await reads.acquire(1).user.load(1) is None
-            reads.release()
-            reads.supersede()
-
-            async def one_kept() -> bool:
-                return len(kept) == 1
-
-            await eventually(one_kept, "the snapshot's connection kept")
+            await read_and_keep(read_sessions, kept)
             await eventually(ended, "PostgreSQL ending the idle transaction")
-
-            reads = SharedReads(read_sessions, kept=kept)
-            assert await reads.acquire(1).user.load(1) is None
-            reads.release()
+            await read_and_keep(read_sessions, kept)
             assert caplog.text.count(RETRIED) == 1
     finally:
         await kept.aclose()
