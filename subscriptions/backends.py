@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from subscriptions.metrics import Metrics, unobserved
+from subscriptions.redis_publisher import RedisPublisher
 
 logger = logging.getLogger("commitcast.broker")
 
@@ -128,6 +129,8 @@ class RedisBackend:
         # the GAP for a reconnect waits for them (see next_published).
         self._unconfirmed: set[str] = set()
         self._gap_pending = False
+        # Publishes go out on a connection of their own (subscriptions.redis_publisher).
+        self._publisher: RedisPublisher | None = None
         self.reconnects = 0
 
     async def connect(self) -> None:
@@ -140,6 +143,7 @@ class RedisBackend:
             health_check_interval=10,
             retry=Retry(NoBackoff(), 0),
         )
+        self._publisher = RedisPublisher(self._client)
         try:
             await self._open()
         except CONNECTION_ERRORS as exc:
@@ -147,6 +151,9 @@ class RedisBackend:
 
     async def disconnect(self) -> None:
         await self._close_pubsub()
+        if self._publisher is not None:
+            await self._publisher.aclose()
+            self._publisher = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -155,7 +162,7 @@ class RedisBackend:
         await self._command(lambda client: client.ping())
 
     async def publish(self, channel: str, message: Any) -> None:
-        await self._command(lambda client: client.publish(channel, message))
+        await self._publish([("PUBLISH", channel, message)])
 
     async def publish_many(self, messages: list[tuple[str, str]]) -> None:
         """Publish each (channel, message). A change's wake-up goes to every member of
@@ -163,38 +170,35 @@ class RedisBackend:
         (FAN_OUT), not one PUBLISH each, so a change 1,000 users see costs this process
         one command to encode and one reply to read, not 1,000. Messages of their own
         (one channel each: wake-ups that carry their change, or the changes of several
-        commits) go out together in one script call too (PUBLISH_EACH)."""
+        commits) go out together in one script call too (PUBLISH_EACH). The usual case,
+        one commit whose audience is one user, is a plain PUBLISH."""
         calls = _publish_calls(messages)
+        if len(calls) == 1 and calls[0][0] == PUBLISH_EACH_SHA and len(calls[0][1]) == 2:
+            await self._publish([("PUBLISH", *calls[0][1])])
+            return
+        # All of them script calls, sent together: after a script flush every one fails
+        # and they are all sent again, in order (a PUBLISH among them would get ahead).
+        # A Redis that knows only one of the scripts (loaded by an older version) gets
+        # the other one's messages again: a repeated wake-up is harmless.
+        commands = [("EVALSHA", sha, 0, *arguments) for sha, arguments in calls]
+        try:
+            await self._publish(commands)
+        except NoScriptError:
+            # A new (or restarted, or flushed) Redis does not know them yet.
+            await self._publish([("SCRIPT", "LOAD", FAN_OUT), ("SCRIPT", "LOAD", PUBLISH_EACH)])
+            await self._publish(commands)
 
-        async def send(client: redis.Redis) -> None:
-            if len(calls) == 1:
-                # The usual case (one commit): without a pipeline, which costs more CPU
-                # than the command; a PUBLISH when the audience is one user.
-                sha, arguments = calls[0]
-                if sha == PUBLISH_EACH_SHA and len(arguments) == 2:
-                    await client.publish(arguments[0], arguments[1])
-                else:
-                    await client.evalsha(sha, 0, *arguments)
-                return
-            # All of them script calls: after a script flush every one fails and they
-            # are all sent again, in order (a PUBLISH among them would get ahead). A
-            # Redis that knows only one of the scripts (loaded by an older version)
-            # gets the other one's messages again: a repeated wake-up is harmless.
-            async with client.pipeline(transaction=False) as pipe:
-                for sha, arguments in calls:
-                    pipe.evalsha(sha, 0, *arguments)
-                await pipe.execute()
-
-        async def send_loading_the_scripts(client: redis.Redis) -> None:
-            try:
-                await send(client)
-            except NoScriptError:
-                # A new (or restarted, or flushed) Redis does not know them yet.
-                await client.script_load(FAN_OUT)
-                await client.script_load(PUBLISH_EACH)
-                await send(client)
-
-        await self._command(send_loading_the_scripts)
+    async def _publish(self, commands: list[tuple[Any, ...]]) -> None:
+        publisher = self._publisher
+        if publisher is None:
+            raise RuntimeError("the Redis broker is not connected")
+        try:
+            await publisher.execute(*commands)
+        except RedisConnectionError:
+            # Its connection may have died while idle, with a restarted server: it has
+            # been dropped, so one more try goes out on a new one. Redis really down
+            # fails again, here, for the caller (the relay) to retry with backoff.
+            await publisher.execute(*commands)
 
     async def _command(self, run: Callable[[redis.Redis], Awaitable[object]]) -> None:
         client = self._require_client()
