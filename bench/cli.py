@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.machine import measure_machine
 from bench.receivers import Pool
-from bench.targets import GROUPS, Target, free_port
+from bench.targets import GROUPS, Target, dsn_of, free_port
 from bench.workloads import FULL, QUICK, Bench, Sizes
 
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -210,6 +211,14 @@ def table(report: dict[str, Any]) -> str:
             if isinstance(w, dict) and "client_cpu_share" in w
         ]
         lines.append(f"CPU shares ({kind}, cores busy): " + "; ".join(shares))
+    meta = report["meta"]
+    start, end = meta.get("machine_at_start"), meta.get("machine_at_end")
+    if start and end:
+        lines.append(
+            "machine, at start / end: Python loop of 10M additions "
+            f"{start['python_loop_10m_additions_s']} / {end['python_loop_10m_additions_s']} s; "
+            f"SELECT 1 p50 {start['select_1_p50_ms']} / {end['select_1_p50_ms']} ms"
+        )
     return "\n".join(lines)
 
 
@@ -269,6 +278,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "sizes": sizes.__dict__,
         }
     }
+    dsn = dsn_of(args.postgres)
+    report["meta"]["machine_at_start"] = await measure_machine(dsn)
     try:
         for kind in args.targets:
             report[kind] = {}
@@ -282,6 +293,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await pool.stop()
     report["meta"]["seconds"] = round(time.perf_counter() - started, 1)
     report["meta"]["load_average_at_end"] = os.getloadavg()
+    report["meta"]["machine_at_end"] = await measure_machine(dsn)
     if "ours" in report and "baseline" in report:
         report["targets"] = targets(report)
     return report

@@ -62,7 +62,7 @@ def free_port() -> int:
         return port
 
 
-def _dsn(url: str) -> str:
+def dsn_of(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
@@ -101,14 +101,14 @@ class Target:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def create_database(self) -> None:
-        admin = await asyncpg.connect(_dsn(self.admin_url))
+        admin = await asyncpg.connect(dsn_of(self.admin_url))
         try:
             await admin.execute(f'CREATE DATABASE "{self.database}"')
         finally:
             await admin.close()
 
     async def drop_database(self) -> None:
-        admin = await asyncpg.connect(_dsn(self.admin_url))
+        admin = await asyncpg.connect(dsn_of(self.admin_url))
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
         finally:
