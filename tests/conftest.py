@@ -29,6 +29,7 @@ from models.database import create_engine
 from models.migrate import upgrade
 from tests.live import live_server
 from tests.realtime_support import Realtime
+from tests.redis_server import RedisServer, redis_server
 from tests.support import GraphQLClient
 
 TEST_POSTGRES_URL = os.environ.get(
@@ -203,3 +204,11 @@ async def realtime(realtime_settings: Settings) -> AsyncIterator[Realtime]:
         httpx.AsyncClient(base_url=server.http_url, timeout=10) as http,
     ):
         yield Realtime(server, GraphQLClient(http, server.runtime))
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A redis-server of this test's own, which the test may kill, stall and restart
+    (tests/redis_server.py); the shared one is never disturbed."""
+    async with redis_server(tmp_path) as server:
+        yield server

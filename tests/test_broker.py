@@ -18,7 +18,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
-from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -43,7 +42,7 @@ from subscriptions.broker import (
 from subscriptions.changelog import record_changes
 from subscriptions.changes import Change, ChangeOp, user_channel
 from subscriptions.relay import Relay
-from tests.redis_server import RedisServer, redis_server, tcp_proxy
+from tests.redis_server import RedisServer, tcp_proxy
 from tests.support import eventually
 
 WAIT = 10.0
@@ -117,13 +116,6 @@ async def open_broker() -> AsyncIterator[OpenBroker]:
     yield open_
     for broker in reversed(opened):
         await broker.disconnect()
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    """A redis-server of this test's own, which the test may kill and restart."""
-    async with redis_server(tmp_path) as server:
-        yield server
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
@@ -22,16 +21,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from subscriptions.redis_publisher import RedisPublisher
-from tests.redis_server import RedisServer, redis_server
+from tests.redis_server import RedisServer
 
 WAIT = 10.0
 PAUSE_MS = 600
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    async with redis_server(tmp_path) as server:
-        yield server
 
 
 @pytest.fixture
@@ -40,6 +33,13 @@ async def client(own_redis: RedisServer) -> AsyncIterator[redis.Redis]:
     client = redis.Redis.from_url(own_redis.url(3), socket_connect_timeout=2, socket_timeout=5)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def publisher(client: redis.Redis) -> AsyncIterator[RedisPublisher]:
+    publisher = RedisPublisher(client)
+    yield publisher
+    await publisher.aclose()
 
 
 @pytest.fixture
@@ -61,98 +61,80 @@ async def pause(client: redis.Redis) -> None:
     await client.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
 
 
-async def test_replies_come_back_in_order_for_one_write(client: redis.Redis, listened: str) -> None:
-    publisher = RedisPublisher(client)
-    try:
-        replies = await publisher.execute(
-            ("PUBLISH", "nobody-listens", "a"), ("PUBLISH", listened, "b"), ("PING",)
-        )
-        assert replies == [0, 1, b"PONG"]
-    finally:
-        await publisher.aclose()
+async def test_replies_come_back_in_order_for_one_write(
+    publisher: RedisPublisher, listened: str
+) -> None:
+    replies = await publisher.execute(
+        ("PUBLISH", "nobody-listens", "a"), ("PUBLISH", listened, "b"), ("PING",)
+    )
+    assert replies == [0, 1, b"PONG"]
 
 
 async def test_an_error_reply_is_raised_after_the_rest_are_read(
-    client: redis.Redis, listened: str
+    publisher: RedisPublisher, listened: str
 ) -> None:
     """As after every script flush or restart of Redis: NOSCRIPT costs no reconnect."""
-    publisher = RedisPublisher(client)
-    try:
-        (connection_id,) = await publisher.execute(("CLIENT", "ID"))
-        with pytest.raises(NoScriptError):
-            await publisher.execute(
-                ("EVALSHA", "0" * 40, 0), ("PUBLISH", "nobody-listens", "after the error")
-            )
-        # In step: this call reads its own reply, not the one left from the last call.
-        assert await publisher.execute(("PUBLISH", listened, "next"), ("CLIENT", "ID")) == [
-            1,
-            connection_id,
-        ]
-    finally:
-        await publisher.aclose()
+    (connection_id,) = await publisher.execute(("CLIENT", "ID"))
+    with pytest.raises(NoScriptError):
+        await publisher.execute(
+            ("EVALSHA", "0" * 40, 0), ("PUBLISH", "nobody-listens", "after the error")
+        )
+    # In step: this call reads its own reply, not the one left from the last call.
+    replies = await publisher.execute(("PUBLISH", listened, "next"), ("CLIENT", "ID"))
+    assert replies == [1, connection_id]
 
 
 async def test_a_timed_out_exchange_leaves_no_reply_for_the_next_call(
     client: redis.Redis, listened: str
 ) -> None:
-    publisher = RedisPublisher(client, timeout=0.1)
+    impatient = RedisPublisher(client, timeout=0.1)
     try:
-        await publisher.execute(("PING",))  # connected before Redis stalls
+        await impatient.execute(("PING",))  # connected before Redis stalls
         await pause(client)
         with pytest.raises(TimeoutError):
-            await publisher.execute(("PUBLISH", "nobody-listens", "stalled"))
+            await impatient.execute(("PUBLISH", "nobody-listens", "stalled"))
         # Its reply (0) arrives once Redis goes on, on the connection that was dropped.
         patient = RedisPublisher(client)
         try:
             assert await patient.execute(("PING",)) == [b"PONG"]  # waits out the pause
         finally:
             await patient.aclose()
-        assert await publisher.execute(("PUBLISH", listened, "after")) == [1]
+        assert await impatient.execute(("PUBLISH", listened, "after")) == [1]
     finally:
-        await publisher.aclose()
+        await impatient.aclose()
 
 
 async def test_a_cancelled_exchange_leaves_no_reply_for_the_next_call(
-    client: redis.Redis, listened: str
+    client: redis.Redis, publisher: RedisPublisher, listened: str
 ) -> None:
-    publisher = RedisPublisher(client)
-    try:
-        await publisher.execute(("PING",))
-        await pause(client)
-        stalled = asyncio.create_task(publisher.execute(("PUBLISH", "nobody-listens", "x")))
-        await asyncio.sleep(0.05)  # (sent, waiting for Redis: what is cancelled)
-        stalled.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await stalled
-        async with asyncio.timeout(WAIT):
-            assert await publisher.execute(("PUBLISH", listened, "after")) == [1]
-    finally:
-        await publisher.aclose()
+    await publisher.execute(("PING",))
+    await pause(client)
+    stalled = asyncio.create_task(publisher.execute(("PUBLISH", "nobody-listens", "x")))
+    await asyncio.sleep(0.05)  # (sent, waiting for Redis: what is cancelled)
+    stalled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stalled
+    async with asyncio.timeout(WAIT):
+        assert await publisher.execute(("PUBLISH", listened, "after")) == [1]
 
 
 async def test_after_a_restart_the_next_call_fails_once_then_reconnects(
-    own_redis: RedisServer, client: redis.Redis
+    own_redis: RedisServer, client: redis.Redis, publisher: RedisPublisher
 ) -> None:
-    publisher = RedisPublisher(client)
-    try:
-        assert await publisher.execute(("PING",)) == [b"PONG"]
-        await own_redis.restart()
-        # The idle connection died with the old server: that call fails (the broker
-        # tries again once, and the relay with backoff)...
-        with pytest.raises(RedisConnectionError):
-            await publisher.execute(("PUBLISH", "nobody-listens", "x"))
-        # ...and the next one goes out on a new connection, to the same database.
-        assert await publisher.execute(("SET", "written-by-the-publisher", "1")) == [b"OK"]
-        assert await client.get("written-by-the-publisher") == b"1"
-    finally:
-        await publisher.aclose()
+    assert await publisher.execute(("PING",)) == [b"PONG"]
+    await own_redis.restart()
+    # The idle connection died with the old server: that call fails (the broker tries
+    # again once, and the relay with backoff)...
+    with pytest.raises(RedisConnectionError):
+        await publisher.execute(("PUBLISH", "nobody-listens", "x"))
+    # ...and the next one goes out on a new connection, to the same database.
+    assert await publisher.execute(("SET", "written-by-the-publisher", "1")) == [b"OK"]
+    assert await client.get("written-by-the-publisher") == b"1"
 
 
-async def test_calls_take_turns_on_the_one_connection(client: redis.Redis, listened: str) -> None:
-    publisher = RedisPublisher(client)
-    try:
-        channels = [("PUBLISH", listened if n % 2 else "nobody-listens", str(n)) for n in range(40)]
-        replies = await asyncio.gather(*(publisher.execute(c) for c in channels))
-        assert replies == [[n % 2] for n in range(40)]
-    finally:
-        await publisher.aclose()
+async def test_calls_take_turns_on_the_one_connection(
+    publisher: RedisPublisher, listened: str
+) -> None:
+    commands = [("PUBLISH", listened if n % 2 else "nobody-listens", str(n)) for n in range(40)]
+    replies = await asyncio.gather(*(publisher.execute(c) for c in commands))
+    assert replies == [[n % 2] for n in range(40)]
