@@ -1,7 +1,7 @@
 """The relay's own Redis connection for PUBLISH and script calls.
 
 Every committed change costs its process one publish, on the event loop that also runs
-the mutations. Through the redis-py client, a PUBLISH cost 165 to 220 µs of CPU (one
+the mutations. Through the redis-py client, a PUBLISH cost 155 to 220 µs of CPU (one
 core of the 2-core development VM, 2026-12-01): a pooled connection's checkout and its
 readiness check, a task (`asyncio.wait_for`) around each socket write for
 `socket_timeout`, a timeout context around each read, the retry wrapper, the checkin.
