@@ -55,9 +55,10 @@ window.boardSnapshot = () => {
     [...root.querySelectorAll(`[data-testid="${testid}"]`)].map((node) => node.textContent);
   return {
     members: texts(board, "member"),
+    // (A card being edited shows an input instead of its title: null until saved.)
     cards: [...board.querySelectorAll('[data-testid="card"]')].map((card) => ({
-      title: card.querySelector('[data-testid="card-title"]').textContent,
-      done: card.querySelector('[data-testid="card-done"]').checked,
+      title: card.querySelector('[data-testid="card-title"]')?.textContent ?? null,
+      done: card.querySelector('[data-testid="card-done"]')?.checked ?? null,
       comments: texts(card, "comment-body"),
     })),
   };
