@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import event
 
 from tests.realtime_support import Realtime
-from tests.support import Account, driver_statements, subscriptions_started
+from tests.support import Account, driver_statements, eventually, subscriptions_started
 from tests.ws_client import UPDATES, GraphQLSocket, graphql_socket
 
 CHANGES = 3
@@ -49,10 +49,19 @@ async def counting(realtime: Realtime) -> AsyncIterator[StatementCounter]:
     change-log reads and the deliveries' snapshots, on PostgreSQL). asyncpg's logger is
     attached to each connection as the pool hands it out: a delivery snapshot's
     connection kept from before (models.kept_snapshots) is given back first, so that
-    the next one is handed out again."""
+    the next one is handed out again. The last delivery's snapshot may still be ending
+    (its update is sent before it ends): kept after that, it would serve the next
+    deliveries unseen. So first every connection out of the pool must be a kept one."""
     runtime = realtime.server.runtime
-    if runtime.kept_snapshots is not None:
-        await runtime.kept_snapshots.release()
+    kept = runtime.kept_snapshots
+    if kept is not None:
+        pool: Any = runtime.engine.sync_engine.pool
+
+        async def only_kept_ones_out() -> bool:
+            return bool(pool.checkedout() == len(kept))
+
+        await eventually(only_kept_ones_out, "the last delivery's snapshot to end")
+        await kept.release()
     engine = runtime.engine
     counter = StatementCounter()
     event.listen(engine.sync_engine, "before_cursor_execute", counter)
