@@ -159,7 +159,8 @@ class RedisBackend:
             self._client = None
 
     async def ping(self) -> None:
-        await self._command(lambda client: client.ping())
+        client = self._require_client()
+        await _once_more_on_a_dropped_connection(client.ping)
 
     async def publish(self, channel: str, message: Any) -> None:
         await self._publish([("PUBLISH", channel, message)])
@@ -192,24 +193,7 @@ class RedisBackend:
         publisher = self._publisher
         if publisher is None:
             raise RuntimeError("the Redis broker is not connected")
-        try:
-            await publisher.execute(*commands)
-        except RedisConnectionError:
-            # Its connection may have died while idle, with a restarted server: it has
-            # been dropped, so one more try goes out on a new one. Redis really down
-            # fails again, here, for the caller (the relay) to retry with backoff.
-            await publisher.execute(*commands)
-
-    async def _command(self, run: Callable[[redis.Redis], Awaitable[object]]) -> None:
-        client = self._require_client()
-        try:
-            await run(client)
-        except RedisConnectionError:
-            # An idle pooled connection may have died with a restarted server, and
-            # redis-py 8 (RESP3 with maintenance notifications) no longer checks for
-            # that before using it. It has just been closed: one more try, on a fresh
-            # connection. Redis really down fails again, here, for the caller to retry.
-            await run(client)
+        await _once_more_on_a_dropped_connection(lambda: publisher.execute(*commands))
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
@@ -299,6 +283,18 @@ class RedisBackend:
         if self._client is None:
             raise RuntimeError("the Redis broker is not connected")
         return self._client
+
+
+async def _once_more_on_a_dropped_connection(run: Callable[[], Awaitable[object]]) -> None:
+    """Run `run`, and once more if its connection turned out dropped. An idle connection
+    may have died with a restarted server, and redis-py 8 (RESP3 with maintenance
+    notifications) no longer checks for that before using it; the failed one has been
+    closed (the publisher's is dropped), so the second try goes out on a fresh one.
+    Redis really down fails again, here, for the caller (the relay: with backoff)."""
+    try:
+        await run()
+    except RedisConnectionError:
+        await run()
 
 
 def _text(value: bytes | str) -> str:
