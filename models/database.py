@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.util import greenlet_spawn
 
+from models.connection_check import heard, open_and_quiet, watch
+
 # Execution option that asks SQLite for BEGIN IMMEDIATE: a write transaction takes the
 # write lock up front and waits for it (busy timeout) instead of failing with
 # "database is locked" when it upgrades from a read lock half-way through.
@@ -252,23 +254,51 @@ def _ping_on_checkout(engine: AsyncEngine) -> None:
     this checkout gets a fresh one. Reads that can run again skip it
     (read_retrying_stale), and a write transaction's BEGIN is its ping
     (begin_on_checkout).
+
+    And it is sent only where the connection cannot tell by itself: one from which the
+    server has sent nothing since it went back to the pool, read or waiting
+    (models.connection_check), is handed out without a round trip; one that got
+    PostgreSQL's FATAL error or the end of the stream meanwhile is pinged, fails, and is
+    replaced as before.
     """
 
+    @event.listens_for(engine.sync_engine, "connect")
+    def start_watching(dbapi_connection: Any, _record: Any) -> None:
+        watch(dbapi_connection.driver_connection)
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def note_returned(dbapi_connection: Any, record: Any) -> None:
+        # (After the pool's reset on return: its ROLLBACK's answer is counted.)
+        if dbapi_connection is not None:
+            record.info[_HEARD_WHEN_RETURNED] = heard(dbapi_connection.driver_connection)
+
     @event.listens_for(engine.sync_engine, "checkout")
-    def ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    def ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         if _RETRYABLE_READ.get():
             return  # (a ContextVar: SQLAlchemy runs this in the awaiting task's context)
         # SQLAlchemy's asyncpg adapter starts its transaction lazily, before the first
         # statement, unless one was started (a private method, in SQLAlchemy 2.0 and
         # 2.1; without it, the plain ping).
-        begin = getattr(dbapi_connection, "_start_transaction", None)
+        begin = (
+            getattr(dbapi_connection, "_start_transaction", None)
+            if _BEGIN_AT_CHECKOUT.get()
+            else None
+        )
+        returned = record.info.pop(_HEARD_WHEN_RETURNED, None)
+        if begin is None and open_and_quiet(dbapi_connection.driver_connection, returned):
+            return
         try:
-            if _BEGIN_AT_CHECKOUT.get() and begin is not None:
+            if begin is not None:
                 dbapi_connection.run_async(lambda _driver: begin())
             else:
                 dbapi_connection.run_async(lambda driver: driver.execute("SELECT 1"))
         except Exception as exc:
             raise InvalidatePoolError(f"pooled connection failed its ping: {exc!r}") from exc
+
+
+# Where a pooled connection's record keeps how often its server had been heard from
+# when it went back to the pool (models.connection_check).
+_HEARD_WHEN_RETURNED = "commitcast_heard_when_returned"
 
 
 # Sent once on each new PostgreSQL connection (a session setting; the pool's ROLLBACK on

@@ -1,13 +1,15 @@
 """Connections PostgreSQL dropped (a restart, an idle timeout, an administrator) cost no
 request and no delivery an error: the pool checks a connection before handing it out
-(one round trip), except to reads that can simply run again, which skip the check and
-run again on a checked connection when theirs turns out dead (read_retrying_stale), and
-to write transactions, whose BEGIN is the check (begin_on_checkout)."""
+(whether the server sent anything since it came back to the pool, and a round trip
+where it did), except to reads that can simply run again, which skip the check and run
+again on a checked connection when theirs turns out dead (read_retrying_stale), and to
+write transactions, whose BEGIN is the check (begin_on_checkout)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
@@ -22,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from app.runtime import open_runtime
 from app.settings import Settings
+from models.connection_check import heard, open_and_quiet
 from models.database import (
     begin_on_checkout,
     create_engine,
@@ -80,12 +83,10 @@ async def test_connections_postgresql_dropped_are_replaced_without_an_error(
 
         before = set(await asyncio.gather(hold(), hold()))
         assert len(before) == 2
-        name = make_url(url).database
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = $1 AND pid <> pg_backend_pid()",
-            name,
-        )
+        # (Once they have ended: a connection whose backend is still on its way out
+        # when it is handed out may fail its statement, as one ended between the
+        # checkout's check and the statement always could.)
+        await drop_connections(admin, make_url(url).database or "")
         # Every request after the drop succeeds, on new connections.
         after = set(await asyncio.gather(hold(), hold()))
         assert after.isdisjoint(before)
@@ -149,16 +150,114 @@ async def pid_read(engine: AsyncEngine) -> int:
         return int(await connection.scalar(text("SELECT pg_backend_pid()")) or 0)
 
 
-async def test_reads_that_can_run_again_skip_the_checkout_ping(postgres_url: str) -> None:
+async def test_a_connection_that_heard_nothing_since_its_return_is_handed_out_unpinged(
+    postgres_url: str,
+) -> None:
     engine = create_engine(postgres_url)
     wire = Wire(engine)
     try:
+        first = await pid_read(engine)  # a new connection: pinged (nothing noted yet)
+        assert wire.statements.count(PING) == 1
+        assert await pid_read(engine) == first
+        assert await fetch_on_driver(engine, "SELECT 2") == [(2,)]
+        assert wire.statements.count(PING) == 1  # the same connection, not pinged again
+    finally:
+        await engine.dispose()
+
+
+async def speak_to_the_pooled_connection(engine: AsyncEngine, url: str) -> None:
+    """Have PostgreSQL send something unasked (a notification) to the connection `engine`
+    keeps in its pool, and wait until asyncpg has read it."""
+    channel = f"commitcast_{uuid.uuid4().hex[:10]}"
+    async with engine.connect() as connection:
+        await connection.exec_driver_sql(f"LISTEN {channel}")
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        await connection.commit()
+    returned = heard(driver)
+    assert returned is not None
+    notifier = await asyncpg.connect(asyncpg_dsn(url), timeout=5)
+    try:
+        await notifier.execute(f"NOTIFY {channel}")
+    finally:
+        await notifier.close()
+
+    async def notified() -> bool:
+        return heard(driver) != returned
+
+    await eventually(notified, "the notification to reach the pooled connection")
+
+
+async def test_a_connection_the_server_spoke_on_in_the_pool_is_pinged(
+    postgres_url: str,
+) -> None:
+    """Anything PostgreSQL sends to a connection waiting in the pool (here a
+    notification; as a rule a FATAL error) makes its checkout ping it: asyncpg, having
+    read a FATAL error but not yet the end of the stream, takes itself for open."""
+    engine = create_engine(postgres_url)
+    wire = Wire(engine)
+    try:
+        await speak_to_the_pooled_connection(engine, postgres_url)
+        pings = wire.statements.count(PING)
         await pid_read(engine)
-        assert wire.statements.count(PING) == 1
+        assert wire.statements.count(PING) == pings + 1
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connection_whose_end_waits_unread_is_pinged_and_replaced(
+    own_database: tuple[str, Any],
+) -> None:
+    """PostgreSQL ended the connection while the event loop did not run: its FATAL error
+    and the end of the stream wait in the socket, unread; asyncpg takes the connection
+    for open, and nothing was heard. The checkout's peek at the socket sees them and
+    pings; the ping fails, and the read runs on a fresh connection."""
+    url, _ = own_database
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            before = int(await connection.scalar(text("SELECT pg_backend_pid()")) or 0)
+        returned = heard(driver)
+        assert open_and_quiet(driver, returned)
+
+        async def end_backend() -> None:
+            killer = await asyncpg.connect(asyncpg_dsn(url), timeout=5)
+            try:
+                await killer.execute("SELECT pg_terminate_backend($1)", before)
+                ended = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1"
+                async with asyncio.timeout(10):
+                    while not await killer.fetchval(ended, before):  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+            finally:
+                await killer.close()
+
+        # In a thread with an event loop of its own: this one does not run meanwhile.
+        ender = threading.Thread(target=lambda: asyncio.run(end_backend()))
+        ender.start()
+        ender.join(15)
+        assert not ender.is_alive()
+        assert not driver.is_closed()  # asyncpg has read nothing of it
+        assert heard(driver) == returned
+        assert not open_and_quiet(driver, returned)  # the socket tells
+        after = await pid_read(engine)
+        assert after != before
+    finally:
+        await engine.dispose()
+
+
+async def test_reads_that_can_run_again_skip_the_checkout_check(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    wire = Wire(engine)
+    try:
+        await speak_to_the_pooled_connection(engine, postgres_url)
+        pings = wire.statements.count(PING)
         await read_retrying_stale(lambda: pid_read(engine))
-        assert wire.statements.count(PING) == 1
+        assert wire.statements.count(PING) == pings
+        await speak_to_the_pooled_connection(engine, postgres_url)
         await pid_read(engine)  # (and the check is back for the rest)
-        assert wire.statements.count(PING) == 2
+        assert wire.statements.count(PING) == pings + 1
     finally:
         await engine.dispose()
 
