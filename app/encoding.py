@@ -1,11 +1,10 @@
 """JSON for the transports: compact (schema.json_text), and a result shared by identical
-subscriptions (schema.execution.EncodedOnce) is spliced in as the JSON it was encoded
+subscriptions (schema.json_text.EncodedOnce) is spliced in as the JSON it was encoded
 to once, instead of being encoded again for every socket."""
 
 from __future__ import annotations
 
-from schema.execution import EncodedOnce
-from schema.json_text import compact_json
+from schema.json_text import EncodedOnce, compact_json
 
 
 def encode_json(message: object) -> str:

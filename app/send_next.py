@@ -4,7 +4,7 @@ Over graphql-transport-ws, strawberry sends each result through its operation's
 `send_next` (a message dict), `send_operation_message`, the handler's `send_message`,
 the WebSocket adapter's `send_json` (the view's encoder) and Starlette's `send_text`.
 For a result that is only data shared by identical subscriptions
-(schema.execution.EncodedOnce: a delivered update; `sent_the_short_way`), the handler
+(schema.json_text.EncodedOnce: a delivered update; `sent_the_short_way`), the handler
 (app.graphql) makes the same text at once (app.encoding.next_message, from the JSON
 encoded once for all of them) and hands it to Starlette's WebSocket itself: the same
 bytes, the same checks on the way, without those layers for every socket and update.
@@ -30,7 +30,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.types.execution import ExecutionResult
 
 from app.source_check import code_dump
-from schema.execution import EncodedOnce
+from schema.json_text import EncodedOnce
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 from bench.machine import measure_machine
 from bench.receivers import Pool
 from bench.targets import GROUPS, Target, dsn_of, free_port
-from bench.workloads import FULL, QUICK, Bench, Sizes
+from bench.workloads import FULL, NEARLY_ALL, QUICK, Bench, Sizes
 
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
@@ -99,10 +99,17 @@ async def measure(
         log(f"{kind}: {len(crowd)} members of one board")
         try:
             await bench.open_live("crowd", bench.specs(crowd, 1), ["crowd"])
-            results["saturation_members_of_one_board"] = await bench.saturation(
-                "crowd", "crowd", sizes.saturation_rate_board
-            )
-            results["saturation_members_of_one_board"]["subscriptions"] = len(crowd)
+            runs = []
+            for rate in sizes.saturation_rates_board:
+                runs.append(await bench.saturation("crowd", "crowd", rate))
+                if runs[-1]["updates_per_s"] < NEARLY_ALL * rate * len(crowd):
+                    break  # saturated: a higher rate would only pile up a backlog
+            best = max(runs, key=lambda run: run["updates_per_s"])
+            results["saturation_members_of_one_board"] = {
+                **best,
+                "runs": runs,
+                "subscriptions": len(crowd),
+            }
         except Exception as exc:
             # The heaviest workload: record its failure, measure the rest.
             log(f"{kind}: members of one board failed: {exc}")

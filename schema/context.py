@@ -210,6 +210,13 @@ class Context:
             return None
         return self._loaders.derived
 
+    def shared_across_viewers(self) -> dict[object, Any] | None:
+        """While reading through shared loaders (share_reads): what every viewer
+        reading through them shares (SharedReads.across_viewers). None otherwise."""
+        if self._shared is None or self._loaders is None:
+            return None
+        return self._shared.across_viewers
+
     def _release_shared(self) -> None:
         if self._shared is not None:
             self._shared.release()

@@ -9,6 +9,13 @@ object per change, per viewer, per shared read; schema.subscription): the first 
 executes, the others take its result, and its JSON is encoded once (`EncodedOnce`) for
 every socket. Results with errors are never shared: each subscription executes those
 itself, so error handling (codes, logging) stays per operation.
+
+Across viewers: an event may also offer a `crowd_results` dict (the `userUpdates` event
+does, per change, for every viewer reading in the same snapshot). A subscription whose
+document selects only what is the same for every viewer (schema.viewer_free) takes the
+first viewer's result from there, with its own cursor (schema.crowd_results), when its
+update equals the one executed; the first subscription of each viewer does so, and the
+viewer's other identical subscriptions share that as above.
 """
 
 from __future__ import annotations
@@ -36,28 +43,12 @@ from graphql.execution.executor import CollectedErrors
 from graphql.pyutils import Path, RefMap
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from schema.crowd_results import Template
 from schema.field_plans import FieldPlan, field_plan
-from schema.json_text import compact_json
+from schema.json_text import EncodedOnce
 
 # SubscriptionSafeExecutionContext._fields before the subscription's first event.
 _UNPLANNED = object()
-
-
-class EncodedOnce(dict[str, Any]):
-    """A result's `data`, shared by identical subscriptions: its JSON (compact, like
-    schema.json_text) is computed once, for every socket that sends it."""
-
-    __slots__ = ("_json",)
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        super().__init__(data)
-        self._json: str | None = None
-
-    @property
-    def json(self) -> str:
-        if self._json is None:
-            self._json = compact_json(self)
-        return self._json
 
 
 class SharesResults(Protocol):
@@ -172,6 +163,8 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
     # Set on per-event copies whose event shares results.
     _shared_results: dict[Any, Any] | None = None
+    # Set on per-event copies whose result other viewers may share (schema.crowd_results).
+    _crowd: _Crowd | None = None
     # The subscription's share key (computed once, on the subscription's executor).
     _share_key: tuple[Any, ...] | None = None
     # The subscription's FieldPlan (schema.field_plans), found at its first event and
@@ -190,6 +183,14 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
         fields = self._fields
         if fields is _UNPLANNED:
             fields = self._fields = field_plan(self.operation, self._result_variable_values())
+        crowd = self._crowd_of(payload, fields) if isinstance(shared, dict) else None
+        if crowd is not None:
+            taken = crowd.take(self.operation)
+            if taken is not None:
+                # Another viewer's execution, with this viewer's cursor: for this
+                # viewer's other identical subscriptions too.
+                cast("dict[Any, Any]", shared)[self._share_key] = (self.operation, taken)
+                return _Executed(taken)
         executor = cast(
             "SubscriptionSafeExecutionContext", super().build_per_event_executor(payload)
         )
@@ -199,7 +200,21 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if isinstance(shared, dict):
             executor._share_key = self._share_key
             executor._shared_results = shared
+            executor._crowd = crowd
         return executor
+
+    def _crowd_of(self, payload: Any, fields: object) -> _Crowd | None:
+        """Where the viewers of this event's change may share its execution (schema
+        .crowd_results): None unless the event offers it and the document selects only
+        what is the same for every viewer."""
+        store = getattr(payload, "crowd_results", None)
+        if not isinstance(store, dict) or not isinstance(fields, FieldPlan):
+            return None
+        if not fields.same_for_every_viewer(self.schema, self.fragment_definitions.values()):
+            return None
+        key = cast("tuple[Any, ...]", self._share_key)
+        # The share key without its viewer.
+        return _Crowd(store, (key[0], key[2]), payload)
 
     def keep_only_shared_state(self) -> None:
         """Replace `EXECUTION_STATE` with the shared empty containers: called on the
@@ -258,12 +273,19 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
             if isinstance(found, ExecutionResult):
                 return found
             return self._after_first(found, serially)
+        crowd = self._crowd
+        if crowd is not None and crowd.pending(self.operation) is not None:
+            return self._after_crowd(crowd, shared, key, serially)
         result = super().execute_operation(serially)
         if isinstance(result, ExecutionResult):
+            if crowd is not None:
+                crowd.offer(self.operation, result)
             return self._keep(shared, key, result)
         # (Subscriptions have no incremental results: an ExecutionResult or its awaitable.)
         pending: asyncio.Future[ExecutionResult | None] = loop().create_future()
         shared[key] = (self.operation, pending)
+        if crowd is not None:
+            crowd.expect(self.operation)
         return self._first(shared, key, cast("Awaitable[ExecutionResult]", result), pending)
 
     def _keep(self, shared: dict[Any, Any], key: Any, result: ExecutionResult) -> ExecutionResult:
@@ -281,12 +303,18 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
         result: Awaitable[ExecutionResult],
         pending: asyncio.Future[ExecutionResult | None],
     ) -> ExecutionResult:
+        crowd = self._crowd
         try:
-            kept = self._keep(shared, key, await result)
+            executed = await result
         except BaseException:
             shared.pop(key, None)
             pending.set_result(None)  # the others execute for themselves
+            if crowd is not None:
+                crowd.offer(self.operation, None)
             raise
+        if crowd is not None:
+            crowd.offer(self.operation, executed)
+        kept = self._keep(shared, key, executed)
         pending.set_result(kept if isinstance(kept.data, EncodedOnce) else None)
         return kept
 
@@ -296,10 +324,86 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
         found = await asyncio.shield(pending)
         if isinstance(found, ExecutionResult) and isinstance(found.data, EncodedOnce):
             return found
+        return await self._on_its_own(serially)
+
+    async def _after_crowd(
+        self, crowd: _Crowd, shared: dict[Any, Any], key: Any, serially: bool | None
+    ) -> ExecutionResult:
+        """Another viewer is executing this change's update: take theirs when it comes,
+        else execute."""
+        pending = cast("asyncio.Future[object]", crowd.pending(self.operation))
+        # (Held by this viewer's other identical subscriptions meanwhile.)
+        mine: asyncio.Future[ExecutionResult | None] = loop().create_future()
+        shared[key] = (self.operation, mine)
+        try:
+            await asyncio.shield(pending)
+            taken = crowd.take(self.operation)
+            result = taken if taken is not None else await self._on_its_own(serially)
+        except BaseException:
+            shared.pop(key, None)
+            mine.set_result(None)
+            raise
+        kept = self._keep(shared, key, result) if taken is None else result
+        if taken is not None:
+            shared[key] = (self.operation, kept)
+        mine.set_result(kept if isinstance(kept.data, EncodedOnce) else None)
+        return kept
+
+    async def _on_its_own(self, serially: bool | None) -> ExecutionResult:
         result = super().execute_operation(serially)
         if isinstance(result, ExecutionResult):
             return result
         return await cast("Awaitable[ExecutionResult]", result)
+
+
+class _Crowd:
+    """One event's place among the viewers of its change (schema.crowd_results): the
+    change's store (kept with the snapshot's shared reads), this document's key in it
+    and the event (this viewer's update)."""
+
+    __slots__ = ("_key", "_store", "_update")
+
+    def __init__(self, store: dict[Any, Any], key: tuple[Any, ...], update: Any) -> None:
+        self._store = store
+        self._key = key
+        self._update = update
+
+    def take(self, operation: OperationDefinitionNode) -> ExecutionResult | None:
+        """This viewer's result from another viewer's execution, if it may have it."""
+        entry = self._store.get(self._key)
+        if entry is None or entry[0] is not operation:
+            return None
+        template = entry[1]
+        if not isinstance(template, Template) or not template.admits(self._update):
+            return None
+        return template.for_cursor(self._update.cursor)
+
+    def pending(self, operation: OperationDefinitionNode) -> asyncio.Future[object] | None:
+        """Another viewer's execution in progress, if any."""
+        entry = self._store.get(self._key)
+        if entry is None or entry[0] is not operation or not isinstance(entry[1], asyncio.Future):
+            return None
+        return entry[1]
+
+    def expect(self, operation: OperationDefinitionNode) -> None:
+        """This viewer executes: the others wait for it (unless someone has already)."""
+        if self._key not in self._store:
+            self._store[self._key] = (operation, loop().create_future())
+
+    def offer(self, operation: OperationDefinitionNode, result: ExecutionResult | None) -> None:
+        """This viewer's result (None: none), as the template for the others where
+        none is there yet."""
+        entry = self._store.get(self._key)
+        waiting = entry[1] if entry is not None and entry[0] is operation else None
+        if entry is not None and not isinstance(waiting, asyncio.Future):
+            return  # (another viewer's template, or another operation's entry)
+        template = None if result is None else Template.of(self._update, result)
+        if template is None:
+            self._store.pop(self._key, None)
+        else:
+            self._store[self._key] = (operation, template)
+        if isinstance(waiting, asyncio.Future) and not waiting.done():
+            waiting.set_result(None)
 
 
 class _NoErrors(CollectedErrors):

@@ -24,16 +24,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
-from graphql import OperationDefinitionNode
+from graphql import FragmentDefinitionNode, GraphQLSchema, OperationDefinitionNode
+
+from schema.viewer_free import selects_only_viewer_free_fields
 
 # Plans kept per process, at most (schema.DOCUMENT_CACHE_SIZE documents are kept).
 PLANS_LIMIT = 256
 
 
 class FieldPlan:
-    __slots__ = ("operation", "root", "sub_fields")
+    __slots__ = ("_viewer_free", "operation", "root", "sub_fields")
 
     def __init__(self, operation: OperationDefinitionNode) -> None:
         # Kept so that its id, in the plan's key, cannot be reused by another operation.
@@ -42,6 +45,9 @@ class FieldPlan:
         self.root: Any = None
         # graphql-core's memo of collected subfields (Executor._relevant_sub_fields).
         self.sub_fields: dict[Any, Any] = {}
+        # Whether the operation selects only what is the same for every viewer
+        # (schema.viewer_free), once known.
+        self._viewer_free: bool | None = None
 
     def root_fields(self, collected: Any) -> Any:
         """The root's grouped field set to execute: the one collected first (an event
@@ -49,6 +55,14 @@ class FieldPlan:
         if self.root is None:
             self.root = collected
         return self.root
+
+    def same_for_every_viewer(
+        self, schema: GraphQLSchema, fragments: Iterable[FragmentDefinitionNode]
+    ) -> bool:
+        """schema.viewer_free's judgement of the operation, made once per plan."""
+        if self._viewer_free is None:
+            self._viewer_free = selects_only_viewer_free_fields(schema, self.operation, fragments)
+        return self._viewer_free
 
 
 _PLANS: OrderedDict[tuple[int, bytes], FieldPlan] = OrderedDict()

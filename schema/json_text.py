@@ -12,6 +12,7 @@ are not strings) is encoded by the standard library, as before.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import orjson
 
@@ -24,3 +25,24 @@ def compact_json(value: object) -> str:
         return orjson.dumps(value).decode()
     except TypeError:  # (orjson.JSONEncodeError is a TypeError)
         return json.dumps(value, separators=SEPARATORS)
+
+
+class EncodedOnce(dict[str, Any]):
+    """A result's `data`, shared by identical subscriptions: its JSON (compact_json) is
+    computed once, for every socket that sends it."""
+
+    __slots__ = ("_json",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        self._json: str | None = None
+
+    @property
+    def json(self) -> str:
+        if self._json is None:
+            self._json = compact_json(self)
+        return self._json
+
+    def encoded_as(self, text: str) -> None:
+        """Know the JSON already: `text`, which must be compact_json(self)."""
+        self._json = text

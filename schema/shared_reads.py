@@ -87,6 +87,9 @@ class SharedReads:
         self._records = RecordLoaders(self._run)
         self._access = AccessLoaders(self._run, whole_boards=True)
         self._viewers: dict[int, Loaders] = {}
+        # What the viewers reading through these loaders derive alike from the same
+        # loads, for all of them (schema.crowd_results, per change).
+        self.across_viewers: dict[object, Any] = {}
         # Set when the last holder let go: whoever comes next starts a new one.
         self.ended = False
         self._superseded = False

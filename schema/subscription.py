@@ -52,6 +52,9 @@ class UserUpdate:
     # Identical subscriptions that yield this same object execute it once
     # (schema.execution): see `outcome`.
     shared_results: strawberry.Private[dict[Any, Any]] = field(default_factory=dict)
+    # Where the other viewers' updates for the same change, worked out in the same
+    # snapshot, may share an execution (schema.crowd_results); None: nowhere.
+    crowd_results: strawberry.Private[dict[Any, Any] | None] = None
 
 
 def resync(cursor: str) -> UserUpdate:
@@ -179,10 +182,15 @@ async def _outcome(
 
     if change.op is CapturedOp.DELETED:
         return update(ChangeOp.DELETED, None)
+    across = ctx.shared_across_viewers()
     node = await reload_admitted(ctx, change, ticket)
     if node is None:
         return update(ChangeOp.DELETED, None) if change.typename in ACCESS_ROOTS else None
-    return update(ChangeOp[change.op.value], node)
+    made = update(ChangeOp[change.op.value], node)
+    # (Not where the access fence sent the viewer to a read of their own.)
+    if across is not None and ctx.shared_across_viewers() is across:
+        made.crowd_results = across.setdefault((CROWD_KEY, change.id), {})
+    return made
 
 
 def latest_per_record(batch: list[LoggedChange]) -> list[LoggedChange]:
@@ -218,6 +226,7 @@ def batch_cursor(batch: Batch, user_id: int, change_id: int) -> str:
 LATEST_KEY = "schema.latest_per_record"
 CURSORS_KEY = "schema.cursors"
 UPDATE_KEY = "schema.user_update"
+CROWD_KEY = "schema.crowd_results"
 
 
 @strawberry.type

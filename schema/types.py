@@ -1,5 +1,8 @@
 """The GraphQL record types. Queries, mutations and (later) subscriptions all return
-these, so a client cache merges every source by `__typename` + `id`."""
+these, so a client cache merges every source by `__typename` + `id`.
+
+A resolver whose result depends only on its object says so (SAME_FOR_EVERY_VIEWER:
+schema.viewer_free); one that reads the viewer (`User.email`, `User.boards`) must not."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import strawberry
 import models
 from schema.context import Info
 from schema.ids import encode_id
+from schema.viewer_free import SAME_FOR_EVERY_VIEWER
 
 
 @strawberry.enum
@@ -84,16 +88,18 @@ class Board(Node):
     created_at: datetime
     updated_at: datetime
 
-    @strawberry.field
+    @strawberry.field(metadata=SAME_FOR_EVERY_VIEWER)
     async def owner(self, info: Info) -> User:
         return await load_user(info, self.owner_id)
 
-    @strawberry.field
+    @strawberry.field(metadata=SAME_FOR_EVERY_VIEWER)
     async def members(self, info: Info) -> list[Membership]:
         rows = await info.context.loaders.board_members.load(self.pk)
         return [Membership.from_model(m) for m in rows]
 
-    @strawberry.field(description="Ordered by position, then by creation.")
+    @strawberry.field(
+        description="Ordered by position, then by creation.", metadata=SAME_FOR_EVERY_VIEWER
+    )
     async def cards(self, info: Info) -> list[Card]:
         rows = await info.context.loaders.board_cards.load(self.pk)
         return [Card.from_model(c) for c in rows]
@@ -119,11 +125,11 @@ class Membership(Node):
     role: Role
     version: int
 
-    @strawberry.field
+    @strawberry.field(metadata=SAME_FOR_EVERY_VIEWER)
     async def board(self, info: Info) -> Board:
         return await load_board(info, self.board_id)
 
-    @strawberry.field
+    @strawberry.field(metadata=SAME_FOR_EVERY_VIEWER)
     async def user(self, info: Info) -> User:
         return await load_user(info, self.user_id)
 
@@ -153,21 +159,21 @@ class Card(Node):
     created_at: datetime
     updated_at: datetime
 
-    @strawberry.field
+    @strawberry.field(metadata=SAME_FOR_EVERY_VIEWER)
     async def board(self, info: Info) -> Board:
         return await load_board(info, self.board_id)
 
-    @strawberry.field
+    @strawberry.field(metadata=SAME_FOR_EVERY_VIEWER)
     async def author(self, info: Info) -> User:
         return await load_user(info, self.author_id)
 
-    @strawberry.field
+    @strawberry.field(metadata=SAME_FOR_EVERY_VIEWER)
     async def assignee(self, info: Info) -> User | None:
         if self.assignee_id is None:
             return None
         return await load_user(info, self.assignee_id)
 
-    @strawberry.field(description="Oldest first.")
+    @strawberry.field(description="Oldest first.", metadata=SAME_FOR_EVERY_VIEWER)
     async def comments(self, info: Info) -> list[Comment]:
         rows = await info.context.loaders.card_comments.load(self.pk)
         return [Comment.from_model(c) for c in rows]
@@ -200,14 +206,14 @@ class Comment(Node):
     created_at: datetime
     updated_at: datetime
 
-    @strawberry.field
+    @strawberry.field(metadata=SAME_FOR_EVERY_VIEWER)
     async def card(self, info: Info) -> Card:
         card = await info.context.loaders.card.load(self.card_id)
         if card is None:  # pragma: no cover - foreign keys make this impossible
             raise LookupError(f"card {self.card_id} is referenced but missing")
         return Card.from_model(card)
 
-    @strawberry.field
+    @strawberry.field(metadata=SAME_FOR_EVERY_VIEWER)
     async def author(self, info: Info) -> User:
         return await load_user(info, self.author_id)
 

@@ -1,0 +1,96 @@
+"""One execution of a change's update for every viewer who receives it in a snapshot.
+
+When a change reaches many viewers in this process (1,000 members of a board), each
+viewer's subscription executed its update itself: the same selection over the same
+record, read in the same snapshot (schema.shared_reads), giving the same data but for
+the cursor, which is the viewer's own. Executing was about 45 % of the process's CPU
+in that workload (py-spy, one socket per viewer).
+
+Here the first viewer's result is made into a `Template` (its cursor replaced by a
+placeholder, its JSON encoded once) that the other viewers' subscriptions with the same
+document and variables take, with their own cursor put in, instead of executing. A
+viewer takes it only where nothing can differ:
+
+- the document selects only fields that are the same for every viewer of the same
+  object (schema.viewer_free, failing closed: `User.email` and `User.boards` are not);
+- the viewer's update was worked out in the same snapshot (the template is kept with the
+  shared reads, per change) and equals the template's one but for the cursor: the same
+  operation, type and id, and a node equal to the one executed (the record as loaded for
+  the first viewer: whatever the viewer may see of the record itself is in it);
+- the viewer's own access was checked as before (schema.subscription.present: the
+  reload as the viewer, the access fence), and what one connection already has too.
+
+The placeholder is a random token made at start-up that never leaves the process; a
+result in which it appears anywhere but where the cursor was (a record's text quoting
+it, were that possible) is not shared.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from graphql import ExecutionResult
+
+from schema.json_text import EncodedOnce, compact_json
+
+# Never sent: every occurrence is replaced by a viewer's cursor.
+PLACEHOLDER = "commitcast-cursor-" + secrets.token_urlsafe(24)
+# Cursors are URL-safe base64 (subscriptions.cursors): JSON needs no escape for them.
+_PLAIN = re.compile(r"[A-Za-z0-9_-]*")
+
+
+class Template:
+    """A subscription result for one viewer, ready for the others (see the module
+    docstring). `for_cursor` gives a viewer's result."""
+
+    __slots__ = ("_cursor_keys", "_data", "_json", "_root_key", "update")
+
+    def __init__(
+        self, update: Any, root_key: str, data: dict[str, Any], keys: tuple[str, ...], text: str
+    ) -> None:
+        # The update executed (schema.subscription.UserUpdate): what a viewer's must equal.
+        self.update = update
+        self._root_key = root_key
+        self._data = data
+        self._cursor_keys = keys
+        self._json = text
+
+    @classmethod
+    def of(cls, update: Any, result: ExecutionResult) -> Template | None:
+        """The template of `update`'s error-free result; None when it cannot be one."""
+        data = result.data
+        if result.errors or not isinstance(data, dict) or len(data) != 1:
+            return None
+        ((root_key, root),) = data.items()
+        cursor = getattr(update, "cursor", None)
+        if not isinstance(root, dict) or not isinstance(cursor, str):
+            return None
+        keys = tuple(key for key, value in root.items() if value == cursor)
+        generic = {**root, **dict.fromkeys(keys, PLACEHOLDER)}
+        text = compact_json({root_key: generic})
+        if text.count(PLACEHOLDER) != len(keys):
+            return None
+        return cls(update, root_key, generic, keys, text)
+
+    def admits(self, update: Any) -> bool:
+        """Whether `update` (another viewer's) gets this result but for the cursor."""
+        mine = self.update
+        return (
+            update.op is mine.op
+            and update.typename == mine.typename
+            and update.id == mine.id
+            and type(update.node) is type(mine.node)
+            and update.node == mine.node
+        )
+
+    def for_cursor(self, cursor: str) -> ExecutionResult:
+        """The result with `cursor` where the executed one had its viewer's."""
+        root = self._data
+        if self._cursor_keys:
+            root = {**root, **dict.fromkeys(self._cursor_keys, cursor)}
+        data = EncodedOnce({self._root_key: root})
+        if _PLAIN.fullmatch(cursor):
+            data.encoded_as(self._json.replace(PLACEHOLDER, cursor))
+        return ExecutionResult(data=data, errors=None)
