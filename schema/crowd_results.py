@@ -45,13 +45,21 @@ class Template:
     """A subscription result for one viewer, ready for the others (see the module
     docstring). `for_cursor` gives a viewer's result."""
 
-    __slots__ = ("_cursor_keys", "_data", "_json", "_root_key", "update")
+    __slots__ = ("_cursor_keys", "_data", "_json", "_made_of", "_root_key")
 
     def __init__(
-        self, update: Any, root_key: str, data: dict[str, Any], keys: tuple[str, ...], text: str
+        self,
+        made_of: tuple[Any, ...],
+        root_key: str,
+        data: dict[str, Any],
+        keys: tuple[str, ...],
+        text: str,
     ) -> None:
-        # The update executed (schema.subscription.UserUpdate): what a viewer's must equal.
-        self.update = update
+        # What the executed update was made of but for its cursor: what a viewer's must
+        # equal. (Not the update itself: it refers to this template, through its
+        # `crowd_results`, and a reference cycle would keep both, and the record, for
+        # the garbage collector's older generations.)
+        self._made_of = made_of
         self._root_key = root_key
         self._data = data
         self._cursor_keys = keys
@@ -72,17 +80,17 @@ class Template:
         text = compact_json({root_key: generic})
         if text.count(PLACEHOLDER) != len(keys):
             return None
-        return cls(update, root_key, generic, keys, text)
+        return cls(_made_of(update), root_key, generic, keys, text)
 
     def admits(self, update: Any) -> bool:
         """Whether `update` (another viewer's) gets this result but for the cursor."""
-        mine = self.update
+        op, typename, id_, node = self._made_of
         return (
-            update.op is mine.op
-            and update.typename == mine.typename
-            and update.id == mine.id
-            and type(update.node) is type(mine.node)
-            and update.node == mine.node
+            update.op is op
+            and update.typename == typename
+            and update.id == id_
+            and type(update.node) is type(node)
+            and update.node == node
         )
 
     def for_cursor(self, cursor: str) -> ExecutionResult:
@@ -94,3 +102,7 @@ class Template:
         if _PLAIN.fullmatch(cursor):
             data.encoded_as(self._json.replace(PLACEHOLDER, cursor))
         return ExecutionResult(data=data, errors=None)
+
+
+def _made_of(update: Any) -> tuple[Any, ...]:
+    return (update.op, update.typename, update.id, update.node)
