@@ -43,17 +43,15 @@ _PLAIN = re.compile(r"[A-Za-z0-9_-]*")
 
 class Template:
     """A subscription result for one viewer, ready for the others (see the module
-    docstring). `for_cursor` gives a viewer's result."""
+    docstring). `for_cursor` gives a viewer's result.
 
-    __slots__ = ("_cursor_keys", "_data", "_json", "_made_of", "_root_key")
+    Made ready (the placeholder put in, the JSON encoded) when a second viewer first
+    asks: most changes reach one viewer only, whose result is sent as it is."""
+
+    __slots__ = ("_cursor", "_cursor_keys", "_data", "_json", "_made_of", "_root_key")
 
     def __init__(
-        self,
-        made_of: tuple[Any, ...],
-        root_key: str,
-        data: dict[str, Any],
-        keys: tuple[str, ...],
-        text: str,
+        self, made_of: tuple[Any, ...], root_key: str, data: dict[str, Any], cursor: str
     ) -> None:
         # What the executed update was made of but for its cursor: what a viewer's must
         # equal. (Not the update itself: it refers to this template, through its
@@ -61,9 +59,13 @@ class Template:
         # the garbage collector's older generations.)
         self._made_of = made_of
         self._root_key = root_key
+        # The root field's result: as executed until made ready, then with the
+        # placeholder where the cursor was.
         self._data = data
-        self._cursor_keys = keys
-        self._json = text
+        self._cursor: str | None = cursor
+        self._cursor_keys: tuple[str, ...] = ()
+        # The JSON with the placeholder; None until made ready, "" when it cannot be.
+        self._json: str | None = None
 
     @classmethod
     def of(cls, update: Any, result: ExecutionResult) -> Template | None:
@@ -75,12 +77,7 @@ class Template:
         cursor = getattr(update, "cursor", None)
         if not isinstance(root, dict) or not isinstance(cursor, str):
             return None
-        keys = tuple(key for key, value in root.items() if value == cursor)
-        generic = {**root, **dict.fromkeys(keys, PLACEHOLDER)}
-        text = compact_json({root_key: generic})
-        if text.count(PLACEHOLDER) != len(keys):
-            return None
-        return cls(_made_of(update), root_key, generic, keys, text)
+        return cls(_made_of(update), root_key, root, cursor)
 
     def admits(self, update: Any) -> bool:
         """Whether `update` (another viewer's) gets this result but for the cursor."""
@@ -93,15 +90,30 @@ class Template:
             and update.node == node
         )
 
-    def for_cursor(self, cursor: str) -> ExecutionResult:
-        """The result with `cursor` where the executed one had its viewer's."""
+    def for_cursor(self, cursor: str) -> ExecutionResult | None:
+        """The result with `cursor` where the executed one had its viewer's; None when
+        the result cannot be shared (it quotes the placeholder)."""
+        text = self._ready()
+        if not text:
+            return None
         root = self._data
         if self._cursor_keys:
             root = {**root, **dict.fromkeys(self._cursor_keys, cursor)}
         data = EncodedOnce({self._root_key: root})
         if _PLAIN.fullmatch(cursor):
-            data.encoded_as(self._json.replace(PLACEHOLDER, cursor))
+            data.encoded_as(text.replace(PLACEHOLDER, cursor))
         return ExecutionResult(data=data, errors=None)
+
+    def _ready(self) -> str:
+        if self._json is None:
+            executed, cursor = self._data, self._cursor
+            keys = tuple(key for key, value in executed.items() if value == cursor)
+            generic = {**executed, **dict.fromkeys(keys, PLACEHOLDER)}
+            text = compact_json({self._root_key: generic})
+            ok = text.count(PLACEHOLDER) == len(keys)
+            self._data, self._cursor_keys, self._cursor = generic, keys, None
+            self._json = text if ok else ""
+        return self._json
 
 
 def _made_of(update: Any) -> tuple[Any, ...]:

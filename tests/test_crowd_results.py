@@ -279,8 +279,11 @@ def test_a_template_gives_each_viewer_their_cursor_wherever_the_cursor_was() -> 
     assert odd.data.json == compact_json({"u": {**expected["u"], "c": 'a"b', "again": 'a"b'}})
 
 
-def test_a_result_quoting_the_placeholder_is_not_a_template() -> None:
-    assert Template.of(update("first", card()), result("first", PLACEHOLDER)) is None
+def test_a_result_quoting_the_placeholder_is_not_shared() -> None:
+    template = Template.of(update("first", card()), result("first", PLACEHOLDER))
+    assert template is not None
+    assert template.for_cursor("c2Vjb25k") is None
+    assert template.for_cursor("dGhpcmQ") is None
 
 
 def test_a_result_with_errors_is_not_a_template() -> None:
