@@ -29,7 +29,6 @@ from graphql import (
     TypeInfo,
     TypeInfoVisitor,
     Visitor,
-    get_named_type,
     visit,
 )
 from graphql.language.visitor import BREAK
@@ -58,12 +57,10 @@ class _Finder(Visitor):
     def enter_field(self, node: FieldNode, *_args: Any) -> Any:
         if node.name.value == "__typename":
             return None
-        parent = self._type_info.get_parent_type()
         definition = self._type_info.get_field_def()
-        named = get_named_type(parent) if parent is not None else None
         strawberry_field = (
             definition.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
-            if definition is not None and named is not None
+            if definition is not None
             else None
         )
         if not isinstance(strawberry_field, StrawberryField) or not same_for_every_viewer(
