@@ -95,34 +95,6 @@ async def test_members_of_a_board_share_one_execution_each_with_their_own_cursor
     assert update["node"]["title"] == "after the cursor"
 
 
-async def test_a_document_that_reads_the_viewer_is_executed_for_each_viewer(
-    realtime: Realtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`email` is only the viewer's own: Ann's and Bob's results differ (and each of
-    them is right: tests/test_shared_execution.py checks the emails)."""
-    (ann, bob), board, _ = await members(realtime, 2)
-    async with (
-        sockets(realtime, ann, [(MEMBER_EMAILS, None)] * 2) as ann_sockets,
-        sockets(realtime, bob, [(MEMBER_EMAILS, None)] * 2) as bob_sockets,
-    ):
-        everyone = [*ann_sockets, *bob_sockets]
-        for n in range(2):  # the first one makes every subscription live
-            with counting_executions(monkeypatch) as executions:
-                await realtime.api.data(
-                    "mutation($i: UpdateBoardInput!) { updateBoard(input: $i) { id } }",
-                    {"i": {"id": board, "name": f"Renamed {n}"}},
-                    token=ann.token,
-                )
-                received = await asyncio.gather(*(next_about(s, board) for s in everyone))
-            await realtime.server.runtime.relay.idle()
-
-    assert executions.count == 2  # one per viewer
-    emails = [{m["user"]["id"]: m["user"]["email"] for m in u["node"]["members"]} for u in received]
-    assert (
-        emails == [{ann.id: ann.email, bob.id: None}] * 2 + [{ann.id: None, bob.id: bob.email}] * 2
-    )
-
-
 async def test_a_member_removed_gets_nothing_of_the_others_shared_update(
     realtime: Realtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -167,9 +167,12 @@ async def test_subscriptions_whose_selections_differ_by_a_variable_are_not_share
     assert executions.count == 2  # one per distinct value of $withTitle
 
 
-async def test_each_viewer_gets_their_own_execution(realtime: Realtime) -> None:
+async def test_each_viewer_gets_their_own_execution(
+    realtime: Realtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Ann's and Bob's subscriptions have the same document, but `email` is only the
-    viewer's own: neither may receive the other's result."""
+    viewer's own: neither may receive the other's result (nor share its execution:
+    schema.viewer_free)."""
     ann = await realtime.api.account("Ann")
     bob = await realtime.api.account("Bob")
     board = await realtime.api.board(ann)
@@ -180,13 +183,16 @@ async def test_each_viewer_gets_their_own_execution(realtime: Realtime) -> None:
     ):
         everyone = [*ann_sockets, *bob_sockets]
         for n in range(2):  # the first one makes every subscription live
-            await realtime.api.data(
-                "mutation($i: UpdateBoardInput!) { updateBoard(input: $i) { id } }",
-                {"i": {"id": board, "name": f"Renamed {n}"}},
-                token=ann.token,
-            )
-            received = await asyncio.gather(*(next_about(s, board) for s in everyone))
+            with counting_executions(monkeypatch) as executions:
+                await realtime.api.data(
+                    "mutation($i: UpdateBoardInput!) { updateBoard(input: $i) { id } }",
+                    {"i": {"id": board, "name": f"Renamed {n}"}},
+                    token=ann.token,
+                )
+                received = await asyncio.gather(*(next_about(s, board) for s in everyone))
             await realtime.server.runtime.relay.idle()
+
+    assert executions.count == 2  # one per viewer
 
     def emails(update: dict[str, Any]) -> dict[str, str | None]:
         return {m["user"]["id"]: m["user"]["email"] for m in update["node"]["members"]}
