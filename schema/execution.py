@@ -274,8 +274,9 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 return found
             return self._after_first(found, serially)
         crowd = self._crowd
-        if crowd is not None and crowd.pending(self.operation) is not None:
-            return self._after_crowd(crowd, shared, key, serially)
+        elsewhere = None if crowd is None else crowd.pending(self.operation)
+        if crowd is not None and elsewhere is not None:
+            return self._after_crowd(crowd, elsewhere, shared, key, serially)
         result = super().execute_operation(serially)
         if isinstance(result, ExecutionResult):
             if crowd is not None:
@@ -327,11 +328,15 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return await self._on_its_own(serially)
 
     async def _after_crowd(
-        self, crowd: _Crowd, shared: dict[Any, Any], key: Any, serially: bool | None
+        self,
+        crowd: _Crowd,
+        pending: asyncio.Future[object],
+        shared: dict[Any, Any],
+        key: Any,
+        serially: bool | None,
     ) -> ExecutionResult:
-        """Another viewer is executing this change's update: take theirs when it comes,
-        else execute."""
-        pending = cast("asyncio.Future[object]", crowd.pending(self.operation))
+        """Another viewer is executing this change's update (`pending`): take theirs when
+        it comes, else execute."""
         # (Held by this viewer's other identical subscriptions meanwhile.)
         mine: asyncio.Future[ExecutionResult | None] = loop().create_future()
         shared[key] = (self.operation, mine)
@@ -343,8 +348,10 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
             shared.pop(key, None)
             mine.set_result(None)
             raise
-        kept = self._keep(shared, key, result) if taken is None else result
-        if taken is not None:
+        if taken is None:
+            kept = self._keep(shared, key, result)
+        else:
+            kept = taken
             shared[key] = (self.operation, kept)
         mine.set_result(kept if isinstance(kept.data, EncodedOnce) else None)
         return kept
