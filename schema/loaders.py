@@ -9,10 +9,11 @@ loader made is a few objects in reference cycles for the collector to walk and f
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import cache, cached_property
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Row, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +27,8 @@ from models.keys import in_keys
 # memberships.
 RunQuery = Callable[[Select[Any], Mapping[str, Any]], Awaitable[Sequence[Any]]]
 R = TypeVar("R", bound=Record)
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class RecordLoaders:
@@ -198,24 +201,44 @@ class Loaders:
         return self._records.user_memberships
 
     @cached_property
-    def viewer_role(self) -> DataLoader[int, Role | None]:
-        return DataLoader(self._viewer_roles)
+    def viewer_role(self) -> ViewerLookups[int, Role | None]:
+        """board -> the viewer's role there (None: not a member, or no viewer)."""
+        return ViewerLookups(self._access.roles, self._viewer_id, None)
 
     @cached_property
-    def shares_board_with_viewer(self) -> DataLoader[int, bool]:
-        return DataLoader(self._shares_board)
+    def shares_board_with_viewer(self) -> ViewerLookups[int, bool]:
+        """user -> whether they and the viewer are members of a common board."""
+        return ViewerLookups(self._access.peers, self._viewer_id, False)
 
-    async def _viewer_roles(self, board_ids: list[int]) -> list[Role | None]:
-        viewer = self._viewer_id
-        if viewer is None:
-            return [None] * len(board_ids)
-        return list(await self._access.roles.load_many([(viewer, b) for b in board_ids]))
 
-    async def _shares_board(self, user_ids: list[int]) -> list[bool]:
-        viewer = self._viewer_id
-        if viewer is None:
-            return [False] * len(user_ids)
-        return list(await self._access.peers.load_many([(viewer, u) for u in user_ids]))
+class ViewerLookups(Generic[K, V]):
+    """One viewer's lookups in a loader of (viewer, key) shared by the viewers reading
+    in one snapshot: `load(key)` is that loader's `load((viewer, key))`, batched and
+    cached there. (A DataLoader of its own per viewer batched and cached the same keys
+    once more: a future, a batch task and a gather per viewer and change on top, 8 % of
+    a process delivering a change to 400 members of one board.)"""
+
+    __slots__ = ("_absent", "_shared", "_viewer")
+
+    def __init__(self, shared: DataLoader[tuple[int, K], V], viewer: int | None, absent: V) -> None:
+        self._shared = shared
+        self._viewer = viewer
+        self._absent = absent  # the answer for no viewer (an anonymous context)
+
+    def load(self, key: K) -> Awaitable[V]:
+        if self._viewer is None:
+            return _ready(self._absent)
+        return self._shared.load((self._viewer, key))
+
+    async def load_many(self, keys: Iterable[K]) -> list[V]:
+        pending = [self.load(key) for key in keys]  # all asked before the batch goes
+        return [await answer for answer in pending]
+
+
+def _ready(value: V) -> asyncio.Future[V]:
+    done: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+    done.set_result(value)
+    return done
 
 
 async def fetch_rows(

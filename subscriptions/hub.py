@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -146,8 +145,9 @@ class UserHub:
         self._watermark = watermark or Watermark()
         self.listeners: set[Listener] = set()
         self._reader = reader
-        # Reads since the last wake-up, oldest first: running, or their result.
-        self._reads: dict[int, asyncio.Task[Batch] | Batch] = {}
+        # Reads since the last wake-up, oldest first: running (the future their readers
+        # set when done: the batch, or None for a read that failed), or their batch.
+        self._reads: dict[int, asyncio.Future[Batch | None] | Batch] = {}
         # The last wake-up, if it carried its change (subscriptions.wakeups), and when
         # it arrived (time.monotonic_ns()).
         self._wakeup: Wakeup | None = None
@@ -182,9 +182,7 @@ class UserHub:
         if subscribed:
             with contextlib.suppress(Exception):
                 await self._subscription.__aexit__(None, None, None)
-        for read in self._reads.values():
-            if isinstance(read, asyncio.Task):
-                read.cancel()
+        # (A running read runs in its reader's task, which ends with its subscription.)
         self._reads.clear()
 
     def _woken(self, item: str | _Gap) -> None:
@@ -207,14 +205,50 @@ class UserHub:
         wake-up. A read started after a wake-up sees its change (it was published after
         COMMIT), so joining one never hides a change a subscription was woken for. The
         hubs woken by the same broker burst read in one statement (LogReader)."""
-        entry = self._reads.get(after)
-        if entry is None:
-            entry = self._reads[after] = self._carried(after) or self._start_read(after)
-            while len(self._reads) > SHARED_READS:
-                del self._reads[next(iter(self._reads))]  # the oldest
-        batch = entry if isinstance(entry, Batch) else await asyncio.shield(entry)
-        self._watermark.saw(batch.newest)
-        return batch
+        while True:
+            entry = self._reads.get(after)
+            if entry is None:
+                carried = self._carried(after)
+                batch = carried if carried is not None else await self._read_first(after)
+                if carried is not None:
+                    self._keep(after, carried)
+            elif isinstance(entry, Batch):
+                batch = entry
+            else:
+                # Another subscription's read: shielded, so that our cancellation
+                # does not end theirs. None: it failed or was cancelled, read again.
+                joined = await asyncio.shield(entry)
+                if joined is None:
+                    continue
+                batch = joined
+            self._watermark.saw(batch.newest)
+            return batch
+
+    async def _read_first(self, after: int) -> Batch:
+        """Read in the caller's own task, for whoever joins meanwhile: no task of its
+        own and no wait on one (in a process delivering a change to 400 members of one
+        board, the task and the shielded wait on it were 9 % of the CPU, and nearly
+        every read has nobody joining it)."""
+        pending: asyncio.Future[Batch | None] = asyncio.get_running_loop().create_future()
+        self._keep(after, pending)
+        batch: Batch | None = None
+        try:
+            batch = Batch(after, await self._reader.read(self.user_id, after), time.monotonic_ns())
+            return batch
+        finally:
+            # Kept as the batch, not the future (cleared by a wake-up or pushed out by
+            # newer reads meanwhile: not kept); a failed read is forgotten.
+            if self._reads.get(after) is pending:
+                if batch is None:
+                    del self._reads[after]
+                else:
+                    self._reads[after] = batch
+            pending.set_result(batch)
+
+    def _keep(self, after: int, entry: asyncio.Future[Batch | None] | Batch) -> None:
+        self._reads[after] = entry
+        while len(self._reads) > SHARED_READS:
+            del self._reads[next(iter(self._reads))]  # the oldest
 
     def _carried(self, after: int) -> Batch | None:
         """What a read after `after` would return, if the last wake-up carried all of
@@ -224,26 +258,6 @@ class UserHub:
         if wakeup is None or wakeup.carried is None or not wakeup.covers(after):
             return None
         return Batch(after, [wakeup.carried], self._woken_at)
-
-    def _start_read(self, after: int) -> asyncio.Task[Batch]:
-        read = asyncio.create_task(self._read(after))
-        read.add_done_callback(functools.partial(self._settled, after))
-        return read
-
-    async def _read(self, after: int) -> Batch:
-        changes = await self._reader.read(self.user_id, after)
-        return Batch(after, changes, time.monotonic_ns())
-
-    def _settled(self, after: int, read: asyncio.Task[Batch]) -> None:
-        """Keep a finished read's batch, not its task (a done task keeps its coroutine:
-        about 0.6 KiB per idle hub); forget a failed one, so the next caller reads
-        again."""
-        if self._reads.get(after) is not read:
-            return  # cleared by a wake-up, or pushed out by newer reads
-        if read.cancelled() or read.exception() is not None:
-            del self._reads[after]
-        else:
-            self._reads[after] = read.result()
 
 
 class LocalHubs:

@@ -219,11 +219,13 @@ async def test_a_hub_stopped_during_a_shared_read_leaves_the_other_hubs_alone(
             async with hubs.join(3) as (leaving, _):
                 reads = [asyncio.create_task(hub.read(0)) for hub, _ in joined.values()]
                 leaving_read = asyncio.create_task(leaving.read(0))
-                # Two ticks: each hub's read task has asked the reader, whose statement is
-                # scheduled (or running) when the third hub stops.
+                # Two ticks: each hub's reader has asked the log reader, whose statement
+                # is scheduled (or running) when the third one's subscription ends.
                 for _ in range(2):
                     await asyncio.sleep(0)
-            # Its last listener left: the hub stopped, cancelling its pending read.
+                # (A read runs in its subscription's task: it ends with it.)
+                leaving_read.cancel()
+            # Its last listener left: the hub stopped.
             with pytest.raises(asyncio.CancelledError):
                 await leaving_read
             batches = await asyncio.gather(*reads)

@@ -130,6 +130,30 @@ def log_reads(engine: AsyncEngine) -> Iterator[list[str]]:
         event.remove(engine.sync_engine, "before_cursor_execute", on_cursor)
 
 
+async def test_a_read_joined_by_another_subscription_is_theirs_too_if_its_first_reader_leaves(
+    engine: AsyncEngine, broker: Broker
+) -> None:
+    """The first subscription to ask reads in its own task; one that asks the same
+    meanwhile waits for that read, and reads again itself if the first one's task is
+    cancelled (its subscription ended) before the read finished."""
+    changes = await logged_changes_of(engine, 1, 2)
+    hubs = LocalHubs(broker, engine)
+    async with hubs.join(1) as (hub, _listener):
+        first = asyncio.create_task(hub.read(0))
+        await asyncio.sleep(0)  # the first has asked the log reader
+        joining = asyncio.create_task(hub.read(0))
+        await asyncio.sleep(0)  # the second waits for the first's read
+        first.cancel()
+        batch = await asyncio.wait_for(joining, TIMEOUT)
+        assert first.cancelled()
+        assert batch.changes == changes
+        assert hub._reads[0] is batch  # kept for whoever asks next
+        with log_reads(engine) as reads:
+            assert await hub.read(0) is batch
+            await asyncio.sleep(0)
+        assert reads == []
+
+
 async def test_a_wake_up_carrying_its_change_answers_reads_from_its_position_unread(
     engine: AsyncEngine, broker: Broker
 ) -> None:
