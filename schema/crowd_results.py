@@ -86,8 +86,7 @@ class Template:
             update.op is op
             and update.typename == typename
             and update.id == id_
-            and type(update.node) is type(node)
-            and update.node == node
+            and (update.node is node or (type(update.node) is type(node) and update.node == node))
         )
 
     def for_cursor(self, cursor: str) -> ExecutionResult | None:

@@ -13,7 +13,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import cache, cached_property
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Row, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +28,7 @@ from models.keys import in_keys
 RunQuery = Callable[[Select[Any], Mapping[str, Any]], Awaitable[Sequence[Any]]]
 R = TypeVar("R", bound=Record)
 K = TypeVar("K")
+N = TypeVar("N")
 V = TypeVar("V")
 
 
@@ -40,6 +41,23 @@ class RecordLoaders:
     def __init__(self, run: RunQuery) -> None:
         self._run = run
         self._records: dict[type[Any], DataLoader[int, Any]] = {}
+        # (build, id(record)) -> (record, what build made of it): see `node`.
+        self._nodes: dict[tuple[object, int], tuple[object, Any]] = {}
+
+    def node(self, record: R, build: Callable[[R], N]) -> N:
+        """`build(record)` (the GraphQL object of a record these loaders loaded), made
+        once for everyone reading through them: the members of a board woken by one
+        change each got an object of their own, the same but for its identity (4 % of
+        a process delivering a change to 400 members). Only for a `build` whose result
+        depends on the record alone, never on the viewer (a viewer-dependent field
+        resolves per viewer, from its `info`)."""
+        key = (build, id(record))
+        made = self._nodes.get(key)
+        if made is not None and made[0] is record:  # (the record is kept: no id reuse)
+            return cast("N", made[1])
+        node = build(record)
+        self._nodes[key] = (record, node)
+        return node
 
     @cached_property
     def board_members(self) -> DataLoader[int, list[Membership]]:
@@ -163,6 +181,11 @@ class Loaders:
     def record(self, model: type[R]) -> DataLoader[int, R | None]:
         """Records of `model` by primary key."""
         return self._records.record(model)
+
+    def node(self, record: R, build: Callable[[R], N]) -> N:
+        """`build(record)`, made once for every viewer sharing these records' loaders
+        (RecordLoaders.node)."""
+        return self._records.node(record, build)
 
     @property
     def user(self) -> DataLoader[int, User | None]:

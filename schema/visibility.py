@@ -14,7 +14,7 @@ async def load_user(ctx: Context, pk: int) -> User | None:
     if user is None:
         return None
     if pk == ctx.viewer_id or await ctx.loaders.shares_board_with_viewer.load(pk):
-        return User.from_model(user)
+        return ctx.loaders.node(user, User.from_model)
     return None
 
 
@@ -23,7 +23,7 @@ async def load_board(ctx: Context, pk: int) -> Board | None:
     board = await ctx.loaders.board.load(pk)
     if board is None or await ctx.loaders.viewer_role.load(pk) is None:
         return None
-    return Board.from_model(board)
+    return ctx.loaders.node(board, Board.from_model)
 
 
 @node_type(Membership)
@@ -31,7 +31,7 @@ async def load_membership(ctx: Context, pk: int) -> Membership | None:
     membership = await ctx.loaders.membership.load(pk)
     if membership is None or await ctx.loaders.viewer_role.load(membership.board_id) is None:
         return None
-    return Membership.from_model(membership)
+    return ctx.loaders.node(membership, Membership.from_model)
 
 
 @node_type(Card)
@@ -39,7 +39,7 @@ async def load_card(ctx: Context, pk: int) -> Card | None:
     card = await ctx.loaders.card.load(pk)
     if card is None or await ctx.loaders.viewer_role.load(card.board_id) is None:
         return None
-    return Card.from_model(card)
+    return ctx.loaders.node(card, Card.from_model)
 
 
 @node_type(Comment)
@@ -50,4 +50,4 @@ async def load_comment(ctx: Context, pk: int) -> Comment | None:
     parent = await ctx.loaders.card.load(comment.card_id)
     if parent is None or await ctx.loaders.viewer_role.load(parent.board_id) is None:
         return None
-    return Comment.from_model(comment)
+    return ctx.loaders.node(comment, Comment.from_model)

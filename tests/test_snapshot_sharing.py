@@ -1,7 +1,8 @@
-"""schema.loaders: a viewer's access checks (`viewer_role`, `shares_board_with_viewer`)
-go straight to the loaders shared by every viewer reading in one snapshot, on both
-databases: the viewers' questions asked together are one statement, each viewer gets
-their own answer, and a context without a viewer asks nothing."""
+"""schema.loaders: what the viewers reading in one snapshot share, on both databases.
+A viewer's access checks (`viewer_role`, `shares_board_with_viewer`) go straight to the
+shared loaders: the viewers' questions asked together are one statement, each viewer
+gets their own answer, and a context without a viewer asks nothing. A record's GraphQL
+object is made once for all of them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sqlalchemy import Select, event, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 import models
-from schema.loaders import AccessLoaders, Loaders, fetch_rows
+from schema.loaders import AccessLoaders, Loaders, RecordLoaders, fetch_rows
 
 
 async def _population(engine: AsyncEngine) -> tuple[list[int], int, int]:
@@ -115,3 +116,38 @@ async def test_a_context_without_a_viewer_sees_no_role_and_asks_nothing(
             assert await anonymous.viewer_role.load_many([board_a, board_a]) == [None, None]
             assert await anonymous.shares_board_with_viewer.load(1) is False
         assert seen == []
+
+
+async def test_a_records_object_is_made_once_for_the_viewers_sharing_its_loaders(
+    engine: AsyncEngine,
+) -> None:
+    (ann, bob, _cid, _dee), board_a, board_b = await _population(engine)
+    made: list[int] = []
+
+    def build(board: models.Board) -> tuple[str, int]:
+        made.append(board.id)
+        return ("Board", board.id)
+
+    async with AsyncSession(engine) as session:
+
+        async def run(statement: Select[Any], parameters: Mapping[str, Any]) -> Any:
+            return await fetch_rows(session, statement, parameters)
+
+        records = RecordLoaders(run)
+        ann_reads, bob_reads = (Loaders(run, u, records=records) for u in (ann, bob))
+        a = await ann_reads.board.load(board_a)
+        b = await bob_reads.board.load(board_b)
+        assert a is not None
+        assert b is not None
+        first = ann_reads.node(a, build)
+        assert bob_reads.node(a, build) is first  # the same object, made once
+        assert bob_reads.node(b, build) == ("Board", board_b)
+        assert made == [board_a, board_b]
+        # Another way of building it is not the first one's.
+        assert bob_reads.node(a, lambda board: ("other", board.id)) == ("other", board_a)
+        # Loaders of their own (another snapshot, another operation): made again.
+        own = Loaders(run, ann)
+        again = await own.board.load(board_a)
+        assert again is not None
+        assert own.node(again, build) == first
+        assert made == [board_a, board_b, board_a]
