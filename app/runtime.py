@@ -19,6 +19,7 @@ from app.revocation import TokenRevocations
 from app.settings import Settings
 from models import deployment_id
 from models.database import create_engine, create_sessionmakers, is_sqlite
+from models.kept_connections import KeptConnections
 from models.kept_snapshots import KeptSnapshots
 from models.migrate import upgrade
 from schema.context import LOGINS_PER_EMAIL, MUTATIONS_PER_USER, SIGN_INS_PER_ADDRESS
@@ -83,6 +84,11 @@ async def open_runtime(
             max_overflow=settings.database_max_overflow,
         )
         stack.push_async_callback(engine.dispose)
+        if engine.dialect.driver == "asyncpg":
+            # Connections kept between the single statements run on the driver
+            # (models.kept_connections), given back before the engine is disposed and
+            # after everything that runs such statements has stopped.
+            stack.push_async_callback(KeptConnections.install(engine).aclose)
         await upgrade(engine)
         # Channels (and rate limit counters) are namespaced by the deployment (one id
         # per database), so that deployments sharing one Redis never mix.

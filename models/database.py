@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -19,9 +18,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.util import greenlet_spawn
 
 from models.connection_check import heard, open_and_quiet, watch
+from models.kept_connections import give_back, kept_for
 
 # Execution option that asks SQLite for BEGIN IMMEDIATE: a write transaction takes the
 # write lock up front and waits for it (busy timeout) instead of failing with
@@ -209,21 +208,19 @@ def errors_as_sqlalchemys(
 
 
 async def _on_driver(engine: AsyncEngine, method: str, statement: str, args: Any) -> Any:
-    raw = await engine.raw_connection()
+    # A connection kept from the last such statement where the app keeps them
+    # (models.kept_connections), checked unless the read may simply run again.
+    kept = kept_for(engine)
+    raw = None if kept is None else kept.take(checked=not _RETRYABLE_READ.get())
+    if raw is None:
+        raw = await engine.raw_connection()
     try:
         driver: Any = raw.driver_connection
         with errors_as_sqlalchemys(statement, args, driver, raw.invalidate):
             return await getattr(driver, method)(statement, *args)
     finally:
-        await give_back(raw)
-
-
-async def give_back(raw: Any) -> None:
-    """Return a connection taken with `engine.raw_connection()` to the pool: in a
-    greenlet, as SQLAlchemy's own checkin runs (a pool already holding all the
-    connections it keeps closes this one, and closing awaits the driver), and shielded
-    as SQLAlchemy shields its own: a cancelled caller still returns it."""
-    await asyncio.shield(greenlet_spawn(raw.close))
+        if kept is None or not kept.keep(raw):
+            await give_back(raw)
 
 
 async def begin_on_checkout(session: AsyncSession) -> None:

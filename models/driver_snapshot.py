@@ -40,7 +40,8 @@ from sqlalchemy.sql.schema import CallableColumnDefault
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import greenlet_spawn
 
-from models.database import errors_as_sqlalchemys, give_back
+from models.database import errors_as_sqlalchemys
+from models.kept_connections import give_back
 
 Processor = Callable[[Any], Any] | None
 # What `rows` runs: a SELECT of any columns, or an UPDATE (DriverWrite.execute).

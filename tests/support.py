@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import models
 from app.runtime import Runtime
 from models.database import is_driver_statement
+from models.kept_connections import kept_for
 from schema.ids import encode_id
 
 PASSWORD = "correct horse battery"
@@ -39,14 +40,17 @@ class Account:
     token: str
 
 
-@contextmanager
-def driver_statements(engine: AsyncEngine, record: Callable[[str], None]) -> Iterator[None]:
+@asynccontextmanager
+async def driver_statements(
+    engine: AsyncEngine, record: Callable[[str], None]
+) -> AsyncIterator[None]:
     """Call `record(statement)` for each statement run on asyncpg directly
     (models.database.fetch_on_driver: the revocation check, change-log reads) on the
     connections `engine` hands out meanwhile: SQLAlchemy's cursor events do not see
-    them. asyncpg calls its loggers with loop.call_soon: a statement is recorded in the
-    event-loop tick after it ran, before whoever awaited its result resumes. Nothing on
-    SQLite (no such reads there)."""
+    them. asyncpg calls its loggers with loop.call_soon as a statement ends: a statement
+    is recorded in the event-loop tick after it ran, so the block's last ones are
+    recorded once the loop has turned once more, at its end. Nothing on SQLite (no such
+    reads there)."""
     drivers: set[Any] = set()  # (each connection once, however often checked out)
 
     def logger(query: Any) -> None:
@@ -61,12 +65,29 @@ def driver_statements(engine: AsyncEngine, record: Callable[[str], None]) -> Ite
 
     pool = engine.sync_engine.pool
     event.listen(pool, "checkout", on_checkout)
+    # Connections kept between such statements (models.kept_connections) are not
+    # checked out again: watched from now on, too.
+    kept = kept_for(engine)
+    for kept_driver in kept.drivers() if kept is not None else ():
+        kept_driver.add_query_logger(logger)
+        drivers.add(kept_driver)
     try:
         yield
+        await asyncio.sleep(0)
     finally:
         event.remove(pool, "checkout", on_checkout)
         for driver in drivers:
             driver.remove_query_logger(logger)
+
+
+def connections_in_use(engine: AsyncEngine) -> int:
+    """Connections checked out of `engine`'s pool, but for those kept idle between
+    statements on the driver (models.kept_connections; no transaction open on them)."""
+    kept = kept_for(engine)
+    if kept is not None:
+        assert not any(driver.is_in_transaction() for driver in kept.drivers())
+    pool: Any = engine.sync_engine.pool
+    return int(pool.checkedout()) - (len(kept) if kept is not None else 0)
 
 
 class GraphQLError(AssertionError):

@@ -12,8 +12,8 @@ relay's statements are left out). Then the reader itself, against each database.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -49,13 +49,13 @@ class LogReads:
             self.count += 1
 
 
-@contextmanager
-def counting_log_reads(engine: AsyncEngine) -> Iterator[LogReads]:
+@asynccontextmanager
+async def counting_log_reads(engine: AsyncEngine) -> AsyncIterator[LogReads]:
     """Through SQLAlchemy's cursor (SQLite) or on asyncpg directly (PostgreSQL)."""
     counter = LogReads()
     event.listen(engine.sync_engine, "before_cursor_execute", counter)
     try:
-        with driver_statements(engine, counter.on_driver):
+        async with driver_statements(engine, counter.on_driver):
             yield counter
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", counter)
@@ -101,7 +101,7 @@ async def test_one_log_read_per_change_for_all_members(realtime: Realtime) -> No
 
         reads: list[int] = []
         for n in range(CHANGES):
-            with counting_log_reads(realtime.server.runtime.engine) as counter:
+            async with counting_log_reads(realtime.server.runtime.engine) as counter:
                 await rename(f"change {n}")
                 # Every member receives it...
                 await asyncio.gather(*(until_title(s, card, f"change {n}") for s in sockets))
@@ -161,7 +161,7 @@ async def test_reads_of_one_tick_are_one_statement_with_each_own_result(
         (quiet, ids[-1]),
     ]
     reader = LogReader(engine, READ_BATCH)
-    with counting_log_reads(engine) as counter:
+    async with counting_log_reads(engine) as counter:
         results = await asyncio.gather(*(reader.read(user, after) for user, after in requests))
     assert counter.count == 1
     async with engine.connect() as connection:
@@ -172,7 +172,7 @@ async def test_reads_of_one_tick_are_one_statement_with_each_own_result(
 
     # A burst above the cap runs as several statements, with the same answers.
     capped = LogReader(engine, READ_BATCH, max_requests=3)
-    with counting_log_reads(engine) as counter:
+    async with counting_log_reads(engine) as counter:
         again = await asyncio.gather(*(capped.read(user, after) for user, after in requests))
     assert again == results
     assert counter.count == 3  # 7 distinct requests, at most 3 per statement

@@ -53,11 +53,14 @@ async def test_ids_follow_the_order_of_the_changes_with_their_audience(
 ) -> None:
     changes = some_changes(100, 5)
     on_driver: list[str] = []
-    with driver_statements(engine, on_driver.append):
-        async with AsyncSession(engine) as session, session.begin():
-            if started:
-                await session.execute(text("SELECT 1"))
-            ids = await write(session, changes)
+    async with (
+        driver_statements(engine, on_driver.append),
+        AsyncSession(engine) as session,
+        session.begin(),
+    ):
+        if started:
+            await session.execute(text("SELECT 1"))
+        ids = await write(session, changes)
     assert ids == sorted(set(ids))
     on_the_driver = started and engine.dialect.name == "postgresql"
     assert len(on_driver) == (1 if on_the_driver else 0)

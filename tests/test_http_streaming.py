@@ -35,7 +35,7 @@ from tests.live import LiveServer, live_server
 from tests.node_clients import NodeClient, code_blocks, installed_package, run_node
 from tests.realtime_support import Realtime
 from tests.servers import app_environment, running_server
-from tests.support import Account, GraphQLClient, eventually
+from tests.support import Account, GraphQLClient, connections_in_use, eventually
 from tests.team import signed_token
 from tests.ws_client import graphql_socket
 
@@ -198,8 +198,7 @@ async def next_message(messages: AsyncIterator[Message], *, heartbeat: bool) -> 
 
 
 def pooled_connections(server: LiveServer) -> int:
-    checked_out: int = server.runtime.engine.pool.checkedout()  # type: ignore[attr-defined]
-    return checked_out
+    return connections_in_use(server.runtime.engine)
 
 
 @pytest.mark.parametrize("transport", ["sse", "multipart"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,8 +109,8 @@ async def logged_changes_of(engine: AsyncEngine, user_id: int, count: int) -> li
         return await changes_since(connection, user_id, 0, 100)
 
 
-@contextlib.contextmanager
-def log_reads(engine: AsyncEngine) -> Iterator[list[str]]:
+@contextlib.asynccontextmanager
+async def log_reads(engine: AsyncEngine) -> AsyncIterator[list[str]]:
     """The change-log reads run on `engine` meanwhile (on the driver on PostgreSQL,
     through SQLAlchemy on SQLite)."""
     seen: list[str] = []
@@ -122,7 +122,7 @@ def log_reads(engine: AsyncEngine) -> Iterator[list[str]]:
 
     event.listen(engine.sync_engine, "before_cursor_execute", on_cursor)
     try:
-        with driver_statements(
+        async with driver_statements(
             engine, lambda s: seen.append(s) if "change_audience" in s else None
         ):
             yield seen
@@ -148,7 +148,7 @@ async def test_a_read_joined_by_another_subscription_is_theirs_too_if_its_first_
         assert first.cancelled()
         assert batch.changes == changes
         assert hub._reads[0] is batch  # kept for whoever asks next
-        with log_reads(engine) as reads:
+        async with log_reads(engine) as reads:
             assert await hub.read(0) is batch
             await asyncio.sleep(0)
         assert reads == []
@@ -163,7 +163,7 @@ async def test_a_wake_up_carrying_its_change_answers_reads_from_its_position_unr
         # The third change, carried, with the user's change before it: the second.
         await broker.publish(user_channel(1), encode_wakeup(third.id, third, second.id))
         await asyncio.wait_for(listener.wait(after=second.id), TIMEOUT)
-        with log_reads(engine) as reads:
+        async with log_reads(engine) as reads:
             at_second = await hub.read(second.id)
             # Every position from the previous change up to the carried one, included.
             between = await hub.read(third.id - 1) if third.id - 1 > second.id else at_second
@@ -174,7 +174,7 @@ async def test_a_wake_up_carrying_its_change_answers_reads_from_its_position_unr
         assert at_second.read_at > 0
         assert await hub.read(second.id) is at_second  # shared, as a read would be
         # An older position may have more to read: the log says what.
-        with log_reads(engine) as reads:
+        async with log_reads(engine) as reads:
             assert (await hub.read(first.id)).changes == [second, third]
             await asyncio.sleep(0)
         assert len(reads) == 1
@@ -182,7 +182,7 @@ async def test_a_wake_up_carrying_its_change_answers_reads_from_its_position_unr
         await broker.publish(user_channel(1), encode_wakeup(third.id))
         await asyncio.wait_for(listener.wait(after=second.id), TIMEOUT)
         assert not hub._reads
-        with log_reads(engine) as reads:
+        async with log_reads(engine) as reads:
             assert (await hub.read(second.id)).changes == [third]
             await asyncio.sleep(0)
         assert len(reads) == 1

@@ -111,11 +111,9 @@ async def test_a_write_reads_its_record_and_the_viewers_role_in_one_statement(
         # a statement from its second run in the process: the first is prepared)
         warm_up = {**variables, "title": "Warm"} if "title" in variables else variables
         await api.data(document, {"i": warm_up}, token=owner.token)
-        with (
-            count_statements(api.runtime.engine) as statements,
-            driver_statements(api.runtime.engine, statements.append),
-        ):
-            await api.data(document, {"i": variables}, token=owner.token)
+        with count_statements(api.runtime.engine) as statements:
+            async with driver_statements(api.runtime.engine, statements.append):
+                await api.data(document, {"i": variables}, token=owner.token)
         roles = [s for s in statements if "memberships.role" in s]
         records = [s for s in statements if record_read in s]
         assert roles == records, "\n".join(statements)

@@ -21,7 +21,13 @@ from typing import Any
 from sqlalchemy import event
 
 from tests.realtime_support import Realtime
-from tests.support import Account, driver_statements, eventually, subscriptions_started
+from tests.support import (
+    Account,
+    connections_in_use,
+    driver_statements,
+    eventually,
+    subscriptions_started,
+)
 from tests.ws_client import UPDATES, GraphQLSocket, graphql_socket
 
 CHANGES = 3
@@ -55,10 +61,9 @@ async def counting(realtime: Realtime) -> AsyncIterator[StatementCounter]:
     runtime = realtime.server.runtime
     kept = runtime.kept_snapshots
     if kept is not None:
-        pool: Any = runtime.engine.sync_engine.pool
 
         async def only_kept_ones_out() -> bool:
-            return bool(pool.checkedout() == len(kept))
+            return connections_in_use(runtime.engine) == len(kept)
 
         await eventually(only_kept_ones_out, "the last delivery's snapshot to end")
         await kept.release()
@@ -66,7 +71,7 @@ async def counting(realtime: Realtime) -> AsyncIterator[StatementCounter]:
     counter = StatementCounter()
     event.listen(engine.sync_engine, "before_cursor_execute", counter)
     try:
-        with driver_statements(engine, counter.on_driver):
+        async with driver_statements(engine, counter.on_driver):
             yield counter
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", counter)
