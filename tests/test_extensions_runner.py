@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import re
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
@@ -426,3 +427,92 @@ async def test_a_streaming_subscription_keeps_only_the_extensions_it_still_uses(
         "sync exit",
         "async operation exit",
     ]
+
+
+# -- parsing, validation and execution hooks (PhaseHooks) ------------------------------
+
+
+class GeneratorPhases(SchemaExtension):
+    def on_parse(self) -> Iterator[None]:
+        calls.append("generator parse enter")
+        yield
+        calls.append("generator parse exit")
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        calls.append("async generator execute enter")
+        try:
+            yield
+        except BaseException as error:
+            calls.append(f"async generator execute saw {type(error).__name__}")
+            raise
+        calls.append("async generator execute exit")
+
+
+class FunctionPhases(SchemaExtension):
+    def on_validate(self) -> None:  # type: ignore[override]
+        calls.append("function validate")
+
+    async def on_execute(self) -> None:  # type: ignore[override]
+        calls.append("async function execute")
+
+
+class FailingExecute(SchemaExtension):
+    def on_execute(self) -> Iterator[None]:
+        calls.append("failing execute enter")
+        raise RuntimeError("refused")
+        yield  # (a generator)
+
+
+def strawberrys(*extensions: type[SchemaExtension]) -> strawberry.Schema:
+    """The same schema with strawberry's own extension runner."""
+    return strawberry.Schema(query=Query, subscription=Subscription, extensions=list(extensions))
+
+
+async def calls_of(schema: strawberry.Schema, query: str = "{ ok }") -> tuple[list[str], Any]:
+    calls.clear()
+    result = await schema.execute(query)
+    return list(calls), result
+
+
+@pytest.mark.parametrize(
+    "extensions",
+    [(GeneratorPhases, FunctionPhases), (FunctionPhases, GeneratorPhases), (FailingExecute,)],
+    ids=["generators-first", "functions-first", "failing"],
+)
+async def test_phase_hooks_run_as_with_strawberrys_runner(
+    extensions: tuple[type[SchemaExtension], ...],
+) -> None:
+    ours, ours_result = await calls_of(build(*extensions, GeneratorPhases))
+    theirs, their_result = await calls_of(strawberrys(*extensions, GeneratorPhases))
+    assert ours == theirs
+    assert ours_result.data == their_result.data
+    assert [e.message for e in ours_result.errors or []] == [
+        e.message for e in their_result.errors or []
+    ]
+    assert ours  # (the hooks did run)
+
+
+def test_synchronous_execution_refuses_an_async_phase_hook_as_strawberrys() -> None:
+    def messages(result: Any) -> list[str]:
+        return [re.sub(r" at 0x[0-9a-f]+", "", error.message) for error in result.errors]
+
+    ours = build(FunctionPhases).execute_sync("{ ok }")
+    assert messages(ours) == messages(strawberrys(FunctionPhases).execute_sync("{ ok }"))
+    assert "failed to complete synchronously" in messages(ours)[0]
+    # Sync hooks only: run as strawberry's.
+    calls.clear()
+    assert build(FailingExecute).execute_sync("{ ok }").errors is not None
+    assert calls == ["failing execute enter"]
+
+
+def test_each_class_hook_is_made_into_a_factory_once() -> None:
+    from schema.extensions_runner import PhaseHooks, phase_hook
+
+    factory = phase_hook(GeneratorPhases, "on_parse")
+    assert factory is not None
+    assert phase_hook(GeneratorPhases, "on_parse") is factory
+    assert phase_hook(GeneratorPhases, "on_validate") is None
+    runner: Any = build(GeneratorPhases).create_extensions_runner(Any, [GeneratorPhases()])
+    assert isinstance(runner.parsing(), PhaseHooks)
+    assert isinstance(runner.validation(), PhaseHooks)
+    assert isinstance(runner.executing(), PhaseHooks)
