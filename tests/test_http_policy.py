@@ -10,9 +10,15 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
+from starlette.datastructures import Headers
+from strawberry.http.base import BaseView
+from strawberry.http.parse_content_type import parse_content_type
 
 import models
+from app.graphql import GraphQLView
+from app.http_policy import KNOWN_HEADER_VALUES, media_type_of
 from app.settings import Settings
+from schema import build_schema
 from schema.errors import BAD_REQUEST
 from tests.node_clients import CLIENTS, installed_package
 from tests.realtime_support import Realtime
@@ -134,3 +140,41 @@ async def test_graphql_http_audit_has_no_must_failures(realtime: Realtime) -> No
     assert counts["MUST"]["ok"] >= 13
     # Recorded in SECURITY.md; a change here means the audit or the server changed.
     print(f"graphql-http audit: {counts}")
+
+
+ACCEPT_VALUES = [
+    "",
+    "application/json",
+    "application/graphql-response+json, application/json",
+    "text/event-stream",
+    "multipart/mixed;subscriptionSpec=1.0, application/json",
+    "multipart/mixed; subscriptionSpec='1.0'; boundary=graphql",
+    "multipart/mixed; boundary=other; subscriptionSpec=1.0",
+    "multipart/mixed",
+    "Text/Event-Stream;q=0.9",
+]
+
+
+def test_content_types_read_as_strawberry_reads_them_once_per_value() -> None:
+    for value in ["application/json", "Application/JSON; charset=utf-8", "text/plain; x=1", ""]:
+        assert media_type_of(value) == parse_content_type(value)[0].strip().lower()
+    media_type_of.cache_clear()
+    for _ in range(3):
+        media_type_of("application/json; charset=utf-8")
+    assert media_type_of.cache_info().misses == 1
+
+
+def test_accept_values_choose_the_transport_strawberry_would_once_per_value() -> None:
+    view = GraphQLView(build_schema())
+    kinds = set()
+    for value in ACCEPT_VALUES * 2:
+        chosen = view._get_stream_transport_from_headers(Headers({"accept": value}))
+        expected = BaseView._get_stream_transport_from_headers(view, {"Accept": value})
+        assert chosen is expected, value
+        kinds.add(type(chosen).__name__)
+    assert kinds == {"NoneType", "KeepAliveSSE", "HeartbeatMultipart"}  # (app.streaming)
+    assert len(view._transports_by_accept) == len(ACCEPT_VALUES)
+    # Bounded, whatever clients send.
+    for n in range(3 * KNOWN_HEADER_VALUES):
+        view._get_stream_transport_from_headers(Headers({"accept": f"application/x-{n}"}))
+    assert len(view._transports_by_accept) <= KNOWN_HEADER_VALUES
