@@ -1,13 +1,16 @@
 """Input objects. Optional fields left out (or null) leave a value unchanged, except
-`UpdateCardInput.assigneeId`, where an explicit null unassigns the card."""
+`UpdateCardInput.assigneeId`, where an explicit null unassigns the card. Each is built
+from its GraphQL value by a plan made once (schema.input_plans)."""
 
 from __future__ import annotations
 
 import strawberry
 
+from schema.input_plans import planned
 from schema.types import Role
 
 
+@planned
 @strawberry.input
 class SignUpInput:
     email: str
@@ -15,17 +18,20 @@ class SignUpInput:
     password: str
 
 
+@planned
 @strawberry.input
 class LogInInput:
     email: str
     password: str
 
 
+@planned
 @strawberry.input
 class CreateBoardInput:
     name: str
 
 
+@planned
 @strawberry.input
 class UpdateBoardInput:
     id: strawberry.ID
@@ -33,6 +39,7 @@ class UpdateBoardInput:
     expected_version: int | None = strawberry.UNSET
 
 
+@planned
 @strawberry.input
 class AddMemberInput:
     board_id: strawberry.ID
@@ -40,6 +47,7 @@ class AddMemberInput:
     role: Role = Role.EDITOR
 
 
+@planned
 @strawberry.input
 class CreateCardInput:
     board_id: strawberry.ID
@@ -49,6 +57,7 @@ class CreateCardInput:
     assignee_id: strawberry.ID | None = strawberry.UNSET
 
 
+@planned
 @strawberry.input
 class UpdateCardInput:
     id: strawberry.ID
@@ -60,12 +69,14 @@ class UpdateCardInput:
     expected_version: int | None = strawberry.UNSET
 
 
+@planned
 @strawberry.input
 class AddCommentInput:
     card_id: strawberry.ID
     body: str
 
 
+@planned
 @strawberry.input
 class UpdateCommentInput:
     id: strawberry.ID
