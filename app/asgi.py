@@ -12,11 +12,11 @@ from starlette.routing import Route
 
 from app.correlation import CorrelationIds
 from app.graphql import GraphQLView
+from app.graphql_entry import GraphQLFirst
 from app.health import healthz, readyz
 from app.metrics import CountWebSockets, metrics_endpoint
 from app.runtime import open_runtime
 from app.settings import Settings
-from app.socket_entry import SocketsFirst
 from app.streaming import OpenStreams
 from app.web import DEFAULT_WEB_DIST, web_routes
 from schema import build_schema
@@ -53,11 +53,12 @@ def create_app(
             app.state.runtime = runtime
             yield
 
-    application = SocketsFirst(
-        # GraphQL WebSockets skip Starlette's middleware stack and router (see
-        # app/socket_entry.py), with the same ids and counting as the middleware below.
-        socket_path=GRAPHQL_PATH,
-        socket_app=view,
+    application = GraphQLFirst(
+        # GraphQL requests and WebSockets skip Starlette's middleware stack and router
+        # (see app/graphql_entry.py), with the same ids and counting as the middleware
+        # below. (The route is still there for HEAD, and the 405 of other methods.)
+        graphql_path=GRAPHQL_PATH,
+        graphql_app=view,
         socket_gauge=metrics.websocket_connections,
         routes=[
             *web_routes(DEFAULT_WEB_DIST, fallback_url=GRAPHQL_PATH),
