@@ -58,6 +58,7 @@ _INSTALLED: WeakKeyDictionary[Pool, KeptConnections] = WeakKeyDictionary()
 
 
 def kept_for(engine: AsyncEngine) -> KeptConnections | None:
+    """The connections kept for `engine`'s statements on the driver (None: none are)."""
     return _INSTALLED.get(engine.sync_engine.pool)
 
 
