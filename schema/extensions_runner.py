@@ -173,7 +173,7 @@ class StreamResultHooks:
                 continue
             # (A stream-result hook takes the result: strawberry types it loosely.)
             manager: Any = hook.hook(self._result)
-            await _enter(hook, manager, self._entered)
+            await _enter(hook.is_async, manager, self._entered)
 
     async def __aexit__(
         self,
@@ -275,12 +275,7 @@ class PhaseHooks:
 
     async def __aenter__(self) -> None:
         for (factory, is_async), extension in self._hooks:
-            manager = factory(extension)
-            if is_async:
-                await manager.__aenter__()
-            else:
-                manager.__enter__()
-            self._entered.append((is_async, manager))
+            await _enter(is_async, factory(extension), self._entered)
 
     async def __aexit__(
         self,
@@ -318,7 +313,7 @@ class OperationHooks(OperationContextManager):
             hook = self.get_hook(extension)
             if hook is not None:
                 manager: Any = hook.hook()
-                await _enter(hook, manager, self._entered)
+                await _enter(hook.is_async, manager, self._entered)
         # Only what was entered is needed to exit: an extension with nothing left to do
         # may go with the runner's list (ExtensionsRunner.keep_only_streaming_extensions).
         self._extensions = []
@@ -339,12 +334,12 @@ class OperationHooks(OperationContextManager):
 Entered = tuple[bool, Any] | OperationBounds
 
 
-async def _enter(hook: WrappedHook, manager: Any, entered: list[Any]) -> None:
-    if hook.is_async:
+async def _enter(is_async: bool, manager: Any, entered: list[Any]) -> None:
+    if is_async:
         await manager.__aenter__()
     else:
         manager.__enter__()
-    entered.append((hook.is_async, manager))
+    entered.append((is_async, manager))
 
 
 async def _exit(entered: list[Any], error: BaseException | None) -> bool:
