@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.change_log_write import change_log_write
 from bench.machine import measure_machine
 from bench.receivers import Pool
 from bench.targets import GROUPS, Target, dsn_of, free_port
@@ -126,6 +127,17 @@ async def measure(
         results["mutation_latency_paced_on"] = cost["paced_on"]
         results["mutation_latency_paced_no_subscribers"] = cost["paced_nobody"]
         results["mutation_latency_paced_off"] = cost["paced_off"]
+        if kind == "ours":  # (the textbook writes no change log)
+            log(f"{kind}: updateCard's statement with and without the change log")
+            written = await change_log_write(
+                target.url,
+                "pair0",
+                statements=sizes.mutations * sizes.mutation_rounds,
+                rate=sizes.rate_low,
+                paced_statements=int(sizes.rate_low * sizes.latency_seconds / 2),
+            )
+            results["change_log_write_back_to_back"] = written["back_to_back"]
+            results["change_log_write_paced"] = written["paced"]
     finally:
         await target.stop()
         await target.close()
@@ -192,11 +204,25 @@ ROWS: list[tuple[str, str, str, str]] = [
         "ms",
     ),
     ("mutation p50 @ low rate, real-time off", "mutation_latency_paced_off", "p50_ms", "ms"),
+    (
+        "updateCard's statement p50, change log",
+        "change_log_write_back_to_back",
+        "with_log_p50_ms",
+        "ms",
+    ),
+    ("  without change log", "change_log_write_back_to_back", "without_log_p50_ms", "ms"),
+    ("  @ low rate, change log", "change_log_write_paced", "with_log_p50_ms", "ms"),
+    ("  @ low rate, without change log", "change_log_write_paced", "without_log_p50_ms", "ms"),
 ]
 
 
 def value(results: dict[str, Any], workload: str, field: str) -> Any:
     return (results.get(workload) or {}).get(field)
+
+
+def _number(v: float) -> str:
+    """One decimal; two below 1 (a statement's milliseconds)."""
+    return f"{v:.2f}" if abs(v) < 1 else f"{v:.1f}"
 
 
 def table(report: dict[str, Any]) -> str:
@@ -205,7 +231,7 @@ def table(report: dict[str, Any]) -> str:
     for label, workload, field, unit in ROWS:
         a, b = value(ours, workload, field), value(base, workload, field)
         shown = [
-            "-" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v)) + unit
+            "-" if v is None else (_number(v) if isinstance(v, float) else str(v)) + unit
             for v in (a, b)
         ]
         r = ratio(a, b) if isinstance(a, int | float) and isinstance(b, int | float) else None

@@ -37,8 +37,9 @@ flush events make of the same UPDATE.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
@@ -202,20 +203,19 @@ async def _in_one_statement(
     given = request.given
     logged = captures(ctx.write_sessions)
     check_assignee = request.assignee_pk is not None
-    statement, names = _one_statement(tuple(sorted(given)), check_assignee, logged, engine.dialect)
+    statement, names = one_statement(tuple(sorted(given)), check_assignee, logged, engine.dialect)
     now = models.utcnow()
-    parameters: dict[str, Any] = {f"new_{name}": value for name, value in given.items()}
-    parameters.update(
-        log_parameters(now),
+    arguments = one_statement_arguments(
+        names,
+        given,
         pk=request.pk,
         viewer_id=ctx.require_viewer(),
-        roles=_EDITORS,
         expected=request.expected,
         now=now,
     )
     # (Outside read_retrying_stale: the pooled connection is checked before the write,
     # which is never sent twice.)
-    rows = await fetch_on_driver(engine, statement, *(parameters[name] for name in names))
+    rows = await fetch_on_driver(engine, statement, *arguments)
     if not rows:
         return None
     card = new_card(zip(_KEYS, rows[0], strict=False))
@@ -245,13 +245,37 @@ _CARD_ORD, _BOARD_ORD = 1, 2
 _WRITABLE = frozenset({"title", "description", "position", "done", "assignee_id"})
 
 
+def one_statement_arguments(
+    names: tuple[str, ...],
+    given: Mapping[str, object],
+    *,
+    pk: int,
+    viewer_id: int,
+    expected: int | None,
+    now: datetime,
+) -> list[Any]:
+    """The arguments of one_statement's statement (`names`: its parameters' names) for
+    an update of card `pk` by `viewer_id` giving the values `given`, at `now`."""
+    parameters: dict[str, Any] = {f"new_{name}": value for name, value in given.items()}
+    parameters.update(
+        log_parameters(now),
+        pk=pk,
+        viewer_id=viewer_id,
+        roles=_EDITORS,
+        expected=expected,
+        now=now,
+    )
+    return [parameters[name] for name in names]
+
+
 @cache
-def _one_statement(
+def one_statement(
     columns: tuple[str, ...], check_assignee: bool, logged: bool, dialect: Dialect
 ) -> tuple[str, tuple[str, ...]]:
     """The statement for an update giving `columns`, as asyncpg runs it (its text and
     its parameters' names in placeholder order): at most 2**5 * 2 * 2 of them. Only
-    names of _WRITABLE and the models' own go into its text; values are parameters."""
+    names of _WRITABLE and the models' own go into its text; values are parameters.
+    (Public for bench/, which times it with and without the change log: `logged`.)"""
     if not _WRITABLE.issuperset(columns):
         raise ValueError(f"updateCard writes {sorted(_WRITABLE)}, not {columns}")
     sets = ", ".join(f"{name} = :new_{name}" for name in columns)
