@@ -16,9 +16,11 @@ Once the server has started, two standard remedies:
 - A young threshold of YOUNG_THRESHOLD instead of 700: most of what a request or a
   delivery allocates is freed by reference counting within milliseconds. Collecting
   less often finds fewer of those objects still alive, so fewer are promoted to the
-  older generations that full collections walk. But not too seldom: what a young
-  collection finds is mostly cyclic garbage (a delivery's loaders, execution context
-  and records), and freeing it stops the event loop for as long as it takes.
+  older generations that full collections walk. But not too seldom: each walks
+  whatever has survived since the last, and stops the event loop for as long as that
+  takes. (Requests and deliveries leave no reference cycles, tests/
+  test_reference_cycles.py: what they allocate is freed as they end, and young
+  collections now come every few seconds at 200 mutations/s instead of every 0.25 s.)
 - A middle collection every MIDDLE_THRESHOLD young ones: each walks what the young ones
   kept since the last, so more often means shorter stops (below).
 

@@ -4,7 +4,7 @@ They are why a board with hundreds of cards and thousands of comments loads in a
 handful of statements instead of one per record. A set lives for one operation (or
 until a write commits); it is never kept on a WebSocket connection. Each loader is made
 when first used: a delivery or a mutation uses two or three of the fourteen, and every
-loader made is a few objects in reference cycles for the collector to walk and free.
+loader made is a few objects more to allocate and free.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from functools import cache, cached_property
+from functools import cache, cached_property, partial
 from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Row, Select, select
@@ -36,7 +36,12 @@ class RecordLoaders:
     """Loaders whose answers do not depend on who asks: records by primary key and the
     grouped lookups (a board's members and cards, a card's comments, a user's
     memberships). Viewers reading in one snapshot can share one set
-    (schema.shared_reads)."""
+    (schema.shared_reads).
+
+    Its loaders' functions hold `run`, never the loaders themselves (nor do
+    AccessLoaders'): a loader kept in the cache of the object its function holds is a
+    reference cycle, and everything it loaded would wait for the garbage collector
+    instead of going when the operation lets go of it."""
 
     def __init__(self, run: RunQuery) -> None:
         self._run = run
@@ -79,9 +84,10 @@ class RecordLoaders:
         """Records of `model` by primary key (one loader per model)."""
         loader = self._records.get(model)
         if loader is None:
+            run = self._run  # (not `self`: see the class docstring)
 
             async def load(ids: list[int]) -> list[R | None]:
-                rows = await self._run(_by_ids(model), {"keys": ids})
+                rows = await run(_by_ids(model), {"keys": ids})
                 found = {record.id: record for (record,) in rows}
                 return [found.get(i) for i in ids]
 
@@ -90,9 +96,10 @@ class RecordLoaders:
 
     def _grouped(self, model: type[R], key: Any, *order: Any) -> DataLoader[int, list[R]]:
         statement = _grouped_by(model, key, *order)
+        run = self._run
 
         async def load(keys: list[int]) -> list[list[R]]:
-            rows = await self._run(statement, {"keys": keys})
+            rows = await run(statement, {"keys": keys})
             groups: dict[int, list[R]] = defaultdict(list)
             for (record,) in rows:
                 groups[getattr(record, key.key)].append(record)
@@ -116,48 +123,60 @@ class AccessLoaders:
 
     @cached_property
     def roles(self) -> DataLoader[tuple[int, int], Role | None]:
-        return DataLoader(self._roles)
+        if self._whole_boards:
+            return DataLoader(partial(_roles_from_boards, self._members))
+        return DataLoader(partial(_roles, self._run))
 
     @cached_property
     def peers(self) -> DataLoader[tuple[int, int], bool]:
-        return DataLoader(self._peers)
+        return DataLoader(partial(_peers, self._run))
 
     @cached_property
     def _members(self) -> DataLoader[int, dict[int, Role]]:
         """board -> {member: role} (a DataLoader: asked again while still loading, it
         waits for the same query)."""
-        return DataLoader(self._boards_members)
+        return DataLoader(partial(_boards_members, self._run))
 
-    async def _boards_members(self, boards: list[int]) -> list[dict[int, Role]]:
-        rows = await self._run(_boards_memberships(), {"keys": boards})
-        members: dict[int, dict[int, Role]] = {board: {} for board in boards}
-        for board, user, role in rows:
-            members[board][user] = role
-        return [members[board] for board in boards]
 
-    async def _roles(self, pairs: list[tuple[int, int]]) -> list[Role | None]:
-        if self._whole_boards:
-            boards = await self._members.load_many([board for _, board in pairs])
-            return [members.get(user) for (user, _), members in zip(pairs, boards, strict=True)]
-        # One statement for every pair: the product of their users and boards is a
-        # superset (usually exact: one board, many viewers), filtered here.
-        rows = await self._run(
-            _memberships_of_users_on_boards(),
-            {"users": list({user for user, _ in pairs}), "boards": list({b for _, b in pairs})},
-        )
-        roles = {(user, board): role for board, user, role in rows}
-        return [roles.get(pair) for pair in pairs]
+# AccessLoaders' loader functions: (run, ...) -> answers, in the order asked.
 
-    async def _peers(self, pairs: list[tuple[int, int]]) -> list[bool]:
-        users = {user for _, user in pairs}
-        rows = await self._run(
-            _peer_memberships(),
-            {"users": list(users), "involved": list(users | {viewer for viewer, _ in pairs})},
-        )
-        boards: dict[int, set[int]] = defaultdict(set)
-        for board, user, _role in rows:
-            boards[user].add(board)
-        return [not boards[viewer].isdisjoint(boards[user]) for viewer, user in pairs]
+
+async def _boards_members(run: RunQuery, boards: list[int]) -> list[dict[int, Role]]:
+    rows = await run(_boards_memberships(), {"keys": boards})
+    members: dict[int, dict[int, Role]] = {board: {} for board in boards}
+    for board, user, role in rows:
+        members[board][user] = role
+    return [members[board] for board in boards]
+
+
+async def _roles_from_boards(
+    boards_members: DataLoader[int, dict[int, Role]], pairs: list[tuple[int, int]]
+) -> list[Role | None]:
+    boards = await boards_members.load_many([board for _, board in pairs])
+    return [members.get(user) for (user, _), members in zip(pairs, boards, strict=True)]
+
+
+async def _roles(run: RunQuery, pairs: list[tuple[int, int]]) -> list[Role | None]:
+    # One statement for every pair: the product of their users and boards is a
+    # superset (usually exact: one board, many viewers), filtered here.
+    rows = await run(
+        _memberships_of_users_on_boards(),
+        {"users": list({user for user, _ in pairs}), "boards": list({b for _, b in pairs})},
+    )
+    roles = {(user, board): role for board, user, role in rows}
+    return [roles.get(pair) for pair in pairs]
+
+
+async def _peers(run: RunQuery, pairs: list[tuple[int, int]]) -> list[bool]:
+    users = {user for _, user in pairs}
+    rows = await run(
+        _peer_memberships(),
+        {"users": list(users), "involved": list(users | {viewer for viewer, _ in pairs})},
+    )
+    boards: dict[int, set[int]] = defaultdict(set)
+    for board, user, _role in rows:
+        boards[user].add(board)
+    return [not boards[viewer].isdisjoint(boards[user]) for viewer, user in pairs]
 
 
 class Loaders:

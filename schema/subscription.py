@@ -301,11 +301,12 @@ class Subscription:
                 if batch.caught_up:
                     # An idle subscription keeps nothing of its last delivery: the
                     # shared reads (session, loaders, the records and memberships they
-                    # loaded) and the update form reference cycles. Kept until the next
-                    # delivery, they outlived the young collections and piled up for the
-                    # middle ones, which then stopped the event loop for hundreds of ms
-                    # (a delivery every second or so per viewer: 100 viewers, 100
-                    # changes/s). Let go of here, they are freed at the next young one.
+                    # loaded) and the update. Kept until the next delivery, they piled
+                    # up for the older collections, which then stopped the event loop
+                    # for hundreds of ms (a delivery every second or so per viewer: 100
+                    # viewers, 100 changes/s). Let go of here, they are freed at once
+                    # (once the shared reads have ended: they hold no reference cycle,
+                    # tests/test_reference_cycles.py).
                     reads = item = None
                     del batch
                     # Anything newer than the read comes with a wake-up (the listener
