@@ -22,6 +22,8 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.collector import settle
+
 SUBSCRIPTION = """
 subscription {
   userUpdates {
@@ -126,6 +128,7 @@ class Worker:
     async def reset(self, _argument: Any) -> dict[str, Any]:
         self.latencies = []
         self.received = 0
+        settle()  # (before the window: bench.collector)
         self.cpu_mark = time.process_time()
         return {}
 
@@ -260,7 +263,10 @@ class Pool:
         return sum(r["missing"] for r in replies)
 
     async def reset(self) -> None:
+        """Before a window: the receivers' counts back to zero, and every benchmark
+        process's collector settled (bench.collector)."""
         await self.broadcast("reset", None)
+        settle()
 
     async def collect(self, latencies: bool = False) -> tuple[int, list[float], float]:
         replies = await self.broadcast("collect", {"latencies": latencies})
