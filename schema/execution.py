@@ -35,6 +35,7 @@ from graphql import (
     GraphQLObjectType,
     GraphQLResolveInfoHelpers,
     OperationDefinitionNode,
+    OperationType,
     VariableNode,
     Visitor,
     visit,
@@ -315,11 +316,11 @@ class SubscriptionSafeExecutionContext(StrawberryGraphQLCoreExecutionContext):
         a young collection walked and freed at 200 mutations/s (an `updateCard`
         request, about a hundred objects). Once the result is complete the executor
         needs them no more: resolvers that left work behind hold the helpers through
-        their `info`, not through the executor. A per-event copy of a subscription's
-        executor shares the subscription's helpers, which it keeps (the subscription
-        makes more copies)."""
-        helpers = self.async_helpers
-        if getattr(helpers.track, "__self__", None) is self:
+        their `info`, not through the executor. A subscription's executor keeps them:
+        its per-event copies share them (and are in no cycle through them)."""
+        if self.operation.operation is OperationType.SUBSCRIPTION:
+            return
+        if getattr(self.async_helpers.track, "__self__", None) is self:
             self.async_helpers = _NO_HELPERS
 
     def _keep(self, shared: dict[Any, Any], key: Any, result: ExecutionResult) -> ExecutionResult:
