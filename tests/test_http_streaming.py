@@ -336,12 +336,19 @@ async def test_a_client_that_leaves_while_its_update_is_being_built_leaks_nothin
     card = await api.card(ann, board, "Locked out")
     channel = user_channel(ann.pk)
     broker = server.runtime.broker
-    dsn = make_url(empty_postgres_url).set(drivername="postgresql")
-    locker = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    dsn = (
+        make_url(empty_postgres_url)
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
+    )
+    # The watcher is not the locker: within a transaction PostgreSQL answers every read
+    # of pg_stat_activity from a snapshot taken at the first one, so the locker would
+    # keep seeing the reload not waiting yet if it first looked before it began to.
+    locker, watcher = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
     try:
 
         async def waiting_on_the_lock() -> int:
-            count: int = await locker.fetchval(
+            count: int = await watcher.fetchval(
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND wait_event_type = 'Lock'"
             )
@@ -378,6 +385,7 @@ async def test_a_client_that_leaves_while_its_update_is_being_built_leaks_nothin
         await lock.rollback()
     finally:
         await locker.close()
+        await watcher.close()
     # The pool is healthy: the next subscriber gets the next change.
     async with open_stream(server, transport, CARD_WITH_COMMENTS, ann.token) as messages:
 
