@@ -20,7 +20,7 @@ from models import token_revocations
 from schema.errors import UNAUTHENTICATED
 from tests.live import LiveServer, live_server
 from tests.servers import app_environment, running_servers
-from tests.support import GraphQLClient
+from tests.support import GraphQLClient, subscriptions_started
 from tests.team import signed_token
 from tests.test_scale_out import SIGN_UP, gql
 from tests.ws_client import (
@@ -76,6 +76,7 @@ async def test_a_socket_is_closed_with_4403_when_its_token_expires(
     # The client reconnects with a fresh token.
     async with graphql_socket(server.ws_url, ann.token, protocol=protocol) as socket:
         await socket.subscribe(UPDATES)
+        await subscriptions_started(server.runtime, [ann.pk])
         card = await api.card(ann, await api.board(ann))
         assert (await socket.next_update())["typename"] in ("Board", "Card", "Membership")
         assert card

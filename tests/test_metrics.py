@@ -25,7 +25,7 @@ from tests.live import live_server
 from tests.metrics_support import Scrape, scrape
 from tests.realtime_support import Realtime
 from tests.redis_server import tcp_proxy
-from tests.support import GraphQLClient, eventually
+from tests.support import GraphQLClient, eventually, subscriptions_started
 from tests.ws_client import UPDATES, graphql_socket
 
 UPDATE_TITLE = """
@@ -126,6 +126,7 @@ async def test_a_cut_broker_connection_counts_a_reconnect_and_a_gap(
             ann = await api.account("Ann")
             async with graphql_socket(server.ws_url, ann.token) as socket:
                 await socket.subscribe(UPDATES)
+                await subscriptions_started(server.runtime, [ann.pk])
                 board = await api.board(ann, "Before")  # the subscription is live
                 assert (await socket.next_update())["id"] == board
                 before = await scrape(http)

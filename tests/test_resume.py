@@ -24,7 +24,7 @@ from subscriptions.cursors import encode_cursor
 from tests.live import LiveServer, live_server
 from tests.realtime_support import Realtime, Update
 from tests.redis_server import redis_server
-from tests.support import Account, GraphQLClient, eventually
+from tests.support import Account, GraphQLClient, eventually, subscriptions_started
 from tests.ws_client import UPDATES, GraphQLSocket, graphql_socket
 
 UPDATE_TITLE = """
@@ -61,6 +61,7 @@ async def test_resuming_delivers_what_was_missed_once_then_goes_live(realtime: R
     await realtime.server.runtime.relay.idle()
     async with graphql_socket(url, ann.token) as socket:
         await subscribe(socket)
+        await subscriptions_started(realtime.server.runtime, [ann.pk])
         kept = await api.card(bob, board, "kept")
         cursor = (await until(socket, ("CREATED", "Card", kept)))[-1]["cursor"]
 
@@ -161,6 +162,7 @@ async def test_no_commit_order_hole_on_postgresql(on_postgres: Realtime) -> None
     await runtime.relay.idle()
     async with graphql_socket(on_postgres.server.ws_url, ann.token) as socket:
         await subscribe(socket)
+        await subscriptions_started(runtime, [ann.pk])
         await api.data(UPDATE_TITLE, {"id": fast_card, "t": "warm-up"}, token=bob.token)
         cursor = (await until(socket, ("UPDATED", "Card", fast_card)))[-1]["cursor"]
 
@@ -197,6 +199,7 @@ async def test_after_a_broker_outage_the_subscriber_catches_up_without_resync(
             await server.runtime.relay.idle()
             async with graphql_socket(server.ws_url, ann.token) as socket:
                 await subscribe(socket)
+                await subscriptions_started(server.runtime, [ann.pk])
                 await redis.stop()
                 # Committed while the broker is down: the mutation does not fail.
                 await api.data(UPDATE_TITLE, {"id": card, "t": "during"}, token=bob.token)
@@ -215,6 +218,7 @@ async def test_a_change_nobody_published_is_swept_and_delivered(realtime: Realti
     await server.runtime.relay.idle()
     async with graphql_socket(server.ws_url, ann.token) as socket:
         await subscribe(socket)
+        await subscriptions_started(server.runtime, [ann.pk])
         # The subscription is live and has read the log up to here: from now on only a
         # wake-up makes it look again, and the orphan's can only come from a sweeper.
         await api.data(UPDATE_TITLE, {"id": card, "t": "barrier"}, token=bob.token)
@@ -252,6 +256,7 @@ async def test_a_re_added_member_catches_up_on_what_changed_while_out(
     await realtime.server.runtime.relay.idle()
     async with graphql_socket(url, bob.token) as socket:
         await subscribe(socket)
+        await subscriptions_started(realtime.server.runtime, [bob.pk])
         await api.data(UPDATE_TITLE, {"id": card, "t": "seen"}, token=ann.token)
         cursor = (await until(socket, ("UPDATED", "Card", card)))[-1]["cursor"]
 
